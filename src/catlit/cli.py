@@ -1,0 +1,34 @@
+"""Command-line entry points (`catlit-train`; the root `train.py` calls the same function)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+
+def config_dir() -> str:
+    """`conf/` of a source checkout, else the copy packaged inside an installed wheel."""
+    override = os.environ.get("CATLIT_CONFIG_DIR")
+    if override:
+        return str(Path(override).resolve())
+    checkout = Path(__file__).resolve().parents[2] / "conf"
+    return str(checkout if checkout.is_dir() else Path(__file__).resolve().parent / "conf")
+
+
+def train_main() -> None:
+    import hydra
+    from omegaconf import DictConfig
+
+    from catlit.training.run import run
+
+    @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
+    def _main(cfg: DictConfig) -> float | None:
+        value, _ = run(cfg)
+        return value
+
+    _main()
+
+
+if __name__ == "__main__":
+    sys.exit(train_main())

@@ -1,0 +1,132 @@
+"""The LightningDataModule: a source's splits, encoded for one tokenizer, as dataloaders."""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+from catlit.data.collate import Collator
+from catlit.data.encoding import IGNORE_INDEX, Encoded, ExampleEncoder
+from catlit.data.example import Example
+from catlit.data.generated import Splits
+
+log = logging.getLogger(__name__)
+
+
+class EncodedSplit(Dataset):
+    def __init__(self, examples: list[Example], encoded: list[Encoded]):
+        self.examples, self.encoded = examples, encoded
+
+    def __len__(self) -> int:
+        return len(self.encoded)
+
+    def __getitem__(self, i: int) -> tuple[int, Encoded, str]:
+        return i, self.encoded[i], self.examples[i].target
+
+
+class CatDataModule(L.LightningDataModule):
+    """Train, named val and named test splits (at least `iid` and `ood` for the STG sources).
+
+    The tokenizer arrives after construction (`set_tokenizer`) because the embedded default model
+    trains its tokenizer on this module's own training text.
+    """
+
+    def __init__(
+        self,
+        source,
+        name: str = "data",
+        max_length: int = 256,
+        batch_size: int = 16,
+        eval_batch_size: int = 64,
+        num_workers: int = 0,
+        max_new_tokens: int | None = None,
+        with_mask: bool = True,
+    ):
+        super().__init__()
+        self.source, self.name, self.max_length = source, name, max_length
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.with_mask, self._max_new_tokens = with_mask, max_new_tokens
+        self.task = getattr(source, "task", "exact")
+        self.tokenizer = None
+        self._splits: Splits | None = None
+        self.train_set: EncodedSplit | None = None
+        self.val_sets: dict[str, EncodedSplit] = {}
+        self.test_sets: dict[str, EncodedSplit] = {}
+
+    @property
+    def splits(self) -> Splits:
+        if self._splits is None:
+            self._splits = self.source.load()
+            log.info("data splits: %s", self._splits.sizes())
+        return self._splits
+
+    def corpus(self) -> list[str]:
+        """Text a tokenizer may be trained on: training rows only, so no test text leaks in."""
+        return [ex.text for ex in self.splits.train]
+
+    def set_tokenizer(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.train_set = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        if self.tokenizer is None:
+            raise RuntimeError("CatDataModule.setup() before set_tokenizer(): build the model first")
+        splits = self.splits
+        train_encoder = ExampleEncoder(self.tokenizer, self.max_length)
+        self.train_set = EncodedSplit(splits.train, [train_encoder.encode(e) for e in splits.train])
+        train_encoder.log_coverage("train")
+        self.train_coverage = train_encoder.coverage
+        self.val_sets = {k: self._encode(v, f"val/{k}") for k, v in splits.val.items()}
+        self.test_sets = {k: self._encode(v, f"test/{k}") for k, v in splits.test.items()}
+
+    def _encode(self, examples: list[Example], name: str) -> EncodedSplit:
+        encoder = ExampleEncoder(self.tokenizer, self.max_length)
+        encoded = [encoder.encode(e) for e in examples]
+        cut = encoder.coverage.counts["examples_truncated"]
+        if cut:
+            log.warning("[%s] %d example(s) cut to max_length=%d tokens", name, cut, self.max_length)
+        return EncodedSplit(examples, encoded)
+
+    @property
+    def max_new_tokens(self) -> int:
+        if self._max_new_tokens:
+            return self._max_new_tokens
+        self.setup()
+        longest = max(sum(t != IGNORE_INDEX for t in e.labels) for e in self.train_set.encoded)
+        return longest + 2
+
+    @property
+    def val_names(self) -> list[str]:
+        return list(self.splits.val)
+
+    @property
+    def test_names(self) -> list[str]:
+        return list(self.splits.test)
+
+    def _loader(self, dataset, batch_size: int, shuffle: bool, collator: Collator) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=collator,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        collator = Collator(self.tokenizer.pad_token_id, with_mask=self.with_mask)
+        return self._loader(self.train_set, self.batch_size, True, collator)
+
+    def _eval_loaders(self, sets: dict[str, EncodedSplit]) -> list[DataLoader]:
+        collator = Collator(self.tokenizer.pad_token_id, with_mask=False, with_prompts=True)
+        return [self._loader(ds, self.eval_batch_size, False, collator) for ds in sets.values()]
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders(self.val_sets)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders(self.test_sets)

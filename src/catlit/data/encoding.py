@@ -1,0 +1,172 @@
+"""Tokenise an Example into ids, answer-only labels and causal-mask blocks, via character offsets.
+
+Mask geometry (one block per effect occurrence x cause occurrence):
+  rows    = positions that *predict* the effect tokens: effect_start - 1 ... effect_end - 2
+  columns = the cause tokens, kept only when the cause ends strictly before the effect starts,
+so every marked column is visible (j <= i) from every marked row. All occurrences of a phrase count.
+Offsets work for any fast tokenizer: no per-family leading-space tricks, and phrases after a newline
+or punctuation are found like any other.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+
+from catlit.data.example import Example
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+Block = tuple[int, int, int, int]  # row_start, row_end, col_start, col_end (half-open)
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+    prompt_len: int  # input_ids[:prompt_len] is the generation prompt
+    blocks: list[Block] = field(default_factory=list)
+    origin: str = "?"
+
+
+@dataclass
+class MaskCoverage:
+    """Counts of annotated phrases: in the text at all, and turned into mask entries."""
+
+    counts: Counter = field(default_factory=Counter)
+    unmatched: list[str] = field(default_factory=list)  # first few "origin: reason 'phrase'"
+
+    def add(self, key: str, n: int = 1) -> None:
+        self.counts[key] += n
+
+    def miss(self, origin: str, reason: str, phrase: str) -> None:
+        self.counts[f"unmatched_{reason}"] += 1
+        if len(self.unmatched) < 5:
+            self.unmatched.append(f"{origin}: {reason} {phrase!r}")
+
+    def share(self, part: str, whole: str) -> float:
+        return self.counts[part] / self.counts[whole] if self.counts[whole] else float("nan")
+
+    def summary(self) -> str:
+        c = self.counts
+        return (
+            f"causal-mask coverage: effects {c['effects_matched']}/{c['effects']} matched "
+            f"({c['effects_in_text']} in text), causes {c['causes_matched']}/{c['causes']} matched "
+            f"({c['causes_in_text']} in text); examples with a mask {c['examples_masked']}/"
+            f"{c['examples_annotated']}; truncated spans {c['unmatched_truncated']}"
+        )
+
+
+def _occurrences(text: str, phrase: str) -> list[tuple[int, int]]:
+    spans, start = [], text.find(phrase)
+    while start != -1:
+        spans.append((start, start + len(phrase)))
+        start = text.find(phrase, start + 1)
+    return spans
+
+
+def _full_spans(offsets: list[tuple[int, int]], occurrences) -> list[tuple[int, int]]:
+    """Token ranges [first, last+1) covering each character span completely (cut ones are left out).
+
+    Special tokens (zero-width offsets) never belong to a phrase.
+    """
+    spans = []
+    for start, end in occurrences:
+        idx = [i for i, (a, b) in enumerate(offsets) if b > a and a < end and b > start]
+        if idx and offsets[idx[-1]][1] >= end:
+            spans.append((idx[0], idx[-1] + 1))
+    return spans
+
+
+class ExampleEncoder:
+    """Turns Examples into `Encoded` rows for one tokenizer and max_length, counting coverage."""
+
+    def __init__(self, tokenizer, max_length: int = 256, add_eos: bool = True):
+        if not getattr(tokenizer, "is_fast", False):
+            raise TypeError(
+                f"{type(tokenizer).__name__} is not a fast tokenizer: causal masks need "
+                "character offsets (return_offsets_mapping)"
+            )
+        self.tokenizer, self.max_length = tokenizer, max_length
+        self.eos_id = tokenizer.eos_token_id if add_eos else None
+        self.coverage = MaskCoverage()
+
+    def encode(self, ex: Example) -> Encoded:
+        prompt = ex.input.rstrip()  # the answer's leading space belongs to the answer's first token
+        text = ex.text
+        enc = self.tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
+        ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+        if self.eos_id is not None and (not ids or ids[-1] != self.eos_id):
+            ids.append(self.eos_id)
+            offsets.append((len(text), len(text)))
+        prompt_len = sum(1 for (a, b) in offsets if b <= len(prompt) and not (a == b == len(text)))
+        if prompt_len >= self.max_length:
+            raise ValueError(
+                f"{ex.origin}: prompt is {prompt_len} tokens, max_length={self.max_length} "
+                "leaves no room for the answer; raise data.max_length"
+            )
+        if len(ids) > self.max_length:
+            self.coverage.add("examples_truncated")
+            ids, offsets = ids[: self.max_length], offsets[: self.max_length]
+        labels = [IGNORE_INDEX] * prompt_len + ids[prompt_len:]
+        blocks = self._blocks(ex, text, offsets)
+        return Encoded(ids, labels, prompt_len, blocks, ex.origin)
+
+    def _blocks(self, ex: Example, text: str, offsets) -> list[Block]:
+        if not ex.important:
+            return []
+        cov = self.coverage
+        cov.add("examples_annotated")
+        blocks: list[Block] = []
+        for link in ex.important:
+            cov.add("effects")
+            effect_occ = _occurrences(text, link.effect)
+            cov.add("effects_in_text", bool(effect_occ))
+            # an effect at token 0 has no predicting row
+            effect_spans = [s for s in _full_spans(offsets, effect_occ) if s[0] >= 1]
+            if effect_spans:
+                cov.add("effects_matched")
+            else:
+                cov.miss(ex.origin, "truncated" if effect_occ else "not_in_text", link.effect)
+            for cause in link.causes:
+                cov.add("causes")
+                cause_occ = _occurrences(text, cause)
+                cov.add("causes_in_text", bool(cause_occ))
+                cause_spans = _full_spans(offsets, cause_occ)
+                pairs = [(es, ee, cs, ce) for es, ee in effect_spans for cs, ce in cause_spans if ce <= es]
+                blocks += [(es - 1, ee - 1, cs, ce) for es, ee, cs, ce in pairs]
+                if pairs:
+                    cov.add("causes_matched")
+                elif not cause_occ:
+                    cov.miss(ex.origin, "not_in_text", cause)
+                elif not effect_spans:
+                    cov.miss(ex.origin, "effect_unmatched", cause)
+                elif len(cause_spans) < len(cause_occ):
+                    cov.miss(ex.origin, "truncated", cause)
+                else:
+                    cov.miss(ex.origin, "not_before_effect", cause)
+        cov.add("examples_masked", bool(blocks))
+        return blocks
+
+    def log_coverage(self, split: str) -> None:
+        c = self.coverage.counts
+        log.info("[%s] %s", split, self.coverage.summary())
+        missed = sum(v for k, v in c.items() if k.startswith("unmatched_"))
+        if missed:
+            reasons = {k.removeprefix("unmatched_"): v for k, v in c.items() if k.startswith("unmatched_")}
+            log.warning(
+                "[%s] %d annotated phrase(s) gave no mask entries %s; e.g. %s",
+                split,
+                missed,
+                reasons,
+                "; ".join(self.coverage.unmatched),
+            )
+        if c["examples_truncated"]:
+            log.warning(
+                "[%s] %d example(s) cut to max_length=%d tokens",
+                split,
+                c["examples_truncated"],
+                self.max_length,
+            )

@@ -1,0 +1,79 @@
+"""Reading and writing the released JSONL format (`input`, `target`, optional `important`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+from catlit.data.example import DataError, Example, parse_important
+
+log = logging.getLogger(__name__)
+
+
+def _text_field(row: dict, name: str, where: str) -> str:
+    if name not in row:
+        raise DataError(f"{where}: missing field '{name}' (fields present: {sorted(row)})")
+    value = row[name]
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise DataError(f"{where}: field '{name}' must be a string, got {type(value).__name__}")
+    # STG_H and some downstream files store numeric targets as JSON numbers: compare as strings.
+    return value if isinstance(value, str) else str(value)
+
+
+def read_jsonl(path: str | Path, limit: int | None = None, bad_annotations: str = "raise") -> list[Example]:
+    """Load a JSONL file of examples. Every problem raises a DataError naming file, line and field.
+
+    `bad_annotations="skip"` drops malformed `important` entries instead, with a counted warning
+    (the released GSM8K file has a nested object where a cause list belongs).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    examples: list[Example] = []
+    skipped: list[str] = []
+    with path.open(encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{where}: malformed JSON ({err.msg} at column {err.colno})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+            examples.append(
+                Example(
+                    input=_text_field(row, "input", where),
+                    target=_text_field(row, "target", where),
+                    important=parse_important(row.get("important"), where, bad_annotations, skipped),
+                    origin=where,
+                )
+            )
+            if limit is not None and len(examples) >= limit:
+                break
+    if not examples:
+        raise DataError(f"{path}: no examples (file is empty)")
+    if skipped:
+        log.warning(
+            "%s: skipped %d malformed 'important' entr%s: %s",
+            path,
+            len(skipped),
+            "y" if len(skipped) == 1 else "ies",
+            "; ".join(skipped[:5]),
+        )
+    return examples
+
+
+def write_jsonl(examples: Iterable[Example], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for ex in examples:
+            row = {"input": ex.input, "target": ex.target}
+            if ex.important:
+                row["important"] = ex.important_json()
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path

@@ -1,0 +1,47 @@
+"""Causal Attention Tuning: CE + gamma * L_attn (the Re-Attention loss)."""
+
+from __future__ import annotations
+
+from catlit.hooks.attention import make_capture
+from catlit.methods.base import Method
+from catlit.methods.reattention import VARIANTS, reattention_loss
+from catlit.methods.schedule import GammaSchedule
+
+
+class CausalAttentionTuning(Method):
+    name = "cat"
+    needs_causal_mask = True
+
+    def __init__(
+        self,
+        alpha: float = 2.0,
+        gamma: float = 1.0,
+        variant: str = "div",
+        capture: str = "eager",
+        gamma_schedule: dict | None = None,
+        name: str | None = None,
+    ):
+        super().__init__(name)
+        if variant not in VARIANTS:
+            raise ValueError(f"method.variant={variant!r}; choose from {VARIANTS}")
+        if alpha <= 0:
+            raise ValueError(f"method.alpha must be > 0, got {alpha}")
+        self.alpha, self.variant = alpha, variant
+        self.gamma = GammaSchedule(gamma=gamma, **(gamma_schedule or {}))
+        self.capture = make_capture(capture)
+        self.attn_implementation = self.capture.attn_implementation
+
+    def forward_kwargs(self) -> dict:
+        return self.capture.forward_kwargs()
+
+    def losses(self, outputs, batch, progress, epoch):
+        out = reattention_loss(self.capture.stats(outputs, batch), self.alpha, self.variant)
+        gamma = self.gamma(progress, epoch)
+        logs = {
+            "attn": out.loss.detach(),
+            "attn_ratio": out.ratio,
+            "gamma": gamma,
+            "attn_rows": out.valid_rows.float(),
+            "attn_active": out.active_rows.float(),
+        }
+        return {"attn": gamma * out.loss}, logs

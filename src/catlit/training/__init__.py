@@ -1,0 +1,1 @@
+"""The LightningModule and the Hydra-driven training pipeline."""

@@ -1,0 +1,139 @@
+"""One LightningModule for every method: answer-only CE + the method's terms; greedy-generation eval."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+from transformers import get_scheduler
+
+from catlit.eval.scoring import get_scorer
+from catlit.methods.base import Method
+from catlit.models.lora import is_peft
+
+
+class CatLitModule(L.LightningModule):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        method: Method,
+        task: str,
+        val_names: list[str],
+        test_names: list[str],
+        max_new_tokens: int,
+        optimizer: dict,
+        scheduler: dict,
+    ):
+        super().__init__()
+        self.model, self.tokenizer, self.method = model, tokenizer, method
+        self.scorer = get_scorer(task)
+        self.val_names, self.test_names = list(val_names), list(test_names)
+        self.max_new_tokens = max_new_tokens
+        self.optimizer_cfg, self.scheduler_cfg = dict(optimizer), dict(scheduler)
+        self.val_acc = nn.ModuleDict({n: MeanMetric() for n in self.val_names})
+        self.test_acc = nn.ModuleDict({n: MeanMetric() for n in self.test_names})
+        self.predictions: dict[str, list[dict]] = {}
+        # Adapter-only checkpoints hold just the trainable weights; the frozen base comes from model.path.
+        self.strict_loading = not is_peft(model)
+
+    # ---- training -------------------------------------------------------------------------------
+    def _progress(self) -> float:
+        total = max(self.trainer.estimated_stepping_batches, 1) if self._trainer else 1
+        return self.global_step / total
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        outputs = self.model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            labels=batch["labels"],
+            **self.method.forward_kwargs(),
+        )
+        terms, logs = self.method.losses(outputs, batch, self._progress(), self.current_epoch)
+        loss = outputs.loss + sum(terms.values())
+        bs = batch["input_ids"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log("train/ce", outputs.loss, prog_bar=True, batch_size=bs)
+        for name, value in logs.items():
+            self.log(f"train/{name}", value, prog_bar=name == "attn_ratio", batch_size=bs)
+        return loss
+
+    # ---- evaluation -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> list[str]:
+        out = self.model.generate(
+            input_ids=prompt_ids,
+            attention_mask=prompt_mask,
+            max_new_tokens=self.max_new_tokens,
+            do_sample=False,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+        )
+        return self.tokenizer.batch_decode(out[:, prompt_ids.shape[1] :], skip_special_tokens=True)
+
+    def _eval_step(self, batch: dict, split: str, metrics: nn.ModuleDict, stage: str) -> None:
+        bs = batch["input_ids"].shape[0]
+        ce = self.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
+        ).loss
+        self.log(f"{stage}/{split}/ce", ce, batch_size=bs, add_dataloader_idx=False)
+        preds = self.generate(batch["prompt_ids"], batch["prompt_mask"])
+        correct = torch.tensor(
+            [self.scorer(p, t) for p, t in zip(preds, batch["targets"])],
+            dtype=torch.float32,
+            device=self.device,
+        )
+        metrics[split].update(correct)
+        self.log(
+            f"{stage}/{split}/acc",
+            metrics[split],
+            batch_size=bs,
+            add_dataloader_idx=False,
+            prog_bar=stage == "val",
+        )
+        if stage == "test":
+            rows = self.predictions.setdefault(split, [])
+            for i, p, t, ok in zip(batch["index"].tolist(), preds, batch["targets"], correct.tolist()):
+                rows.append({"index": i, "prediction": p, "target": t, "correct": bool(ok)})
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, self.val_names[dataloader_idx], self.val_acc, "val")
+
+    def on_test_epoch_start(self) -> None:
+        self.predictions = {}
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, self.test_names[dataloader_idx], self.test_acc, "test")
+
+    # ---- optimisation and checkpoints -----------------------------------------------------------
+    def configure_optimizers(self):
+        cfg = dict(self.optimizer_cfg)
+        name = cfg.pop("name", "adamw")
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizers = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+        if name not in optimizers:
+            raise ValueError(f"optimizer.name={name!r}; choose from {sorted(optimizers)}")
+        optimizer = optimizers[name](params, **cfg)
+        sched = dict(self.scheduler_cfg)
+        kind = sched.pop("name", "constant")
+        if kind in (None, "none", "constant"):
+            return optimizer
+        total = self.trainer.estimated_stepping_batches
+        warmup = sched.pop("warmup_steps", None)
+        if warmup is None:
+            warmup = int(sched.pop("warmup_ratio", 0.0) * total)
+        sched.pop("warmup_ratio", None)
+        scheduler = get_scheduler(
+            kind,
+            optimizer,
+            num_warmup_steps=warmup,
+            num_training_steps=total,
+            scheduler_specific_kwargs=sched or None,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if is_peft(self.model):  # adapter-only: keep what trains, never the frozen base weights
+            trainable = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}

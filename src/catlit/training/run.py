@@ -1,0 +1,127 @@
+"""The training pipeline behind `python train.py`: compose -> data -> model -> fit -> test -> report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from catlit.models import build_model
+from catlit.training.module import CatLitModule
+
+log = logging.getLogger(__name__)
+
+
+def _instantiate_all(section: DictConfig | None) -> list:
+    """Instantiate every `_target_` entry of a logger/callbacks group (an empty group gives [])."""
+    if not section:
+        return []
+    return [instantiate(v) for v in section.values() if isinstance(v, DictConfig) and "_target_" in v]
+
+
+def format_table(metrics: dict[str, float]) -> str:
+    """Accuracy per split as a small table: one row per stage, one column per split."""
+    rows: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        parts = key.split("/")
+        if len(parts) == 3 and parts[2] == "acc":
+            rows.setdefault(parts[0], {})[parts[1]] = value
+    splits = sorted({s for r in rows.values() for s in r}, key=lambda s: (s != "iid", s))
+    lines = ["| stage | " + " | ".join(splits) + " |", "|---" * (len(splits) + 1) + "|"]
+    for stage in ("val", "test"):
+        if stage in rows:
+            cells = [f"{100 * rows[stage][s]:.1f}%" if s in rows[stage] else "-" for s in splits]
+            lines.append(f"| {stage} acc | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
+    """Train and evaluate as `cfg` says; returns (cfg.optimized_metric's value, all metrics)."""
+    started = time.time()
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
+        raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path!r} does not exist")
+    L.seed_everything(cfg.seed, workers=True)
+    torch.set_float32_matmul_precision("high")
+
+    method = instantiate(cfg.method)
+    datamodule = instantiate(cfg.data, with_mask=method.needs_causal_mask)
+    model, tokenizer = build_model(
+        cfg.model, datamodule.corpus, method.attn_implementation, save_dir=out_dir / "base_model"
+    )
+    datamodule.set_tokenizer(tokenizer)
+    datamodule.setup("fit")
+    module = CatLitModule(
+        model,
+        tokenizer,
+        method,
+        datamodule.task,
+        datamodule.val_names,
+        datamodule.test_names,
+        datamodule.max_new_tokens,
+        cfg.optimizer,
+        cfg.scheduler,
+    )
+
+    loggers = _instantiate_all(cfg.get("logger"))
+    callbacks = _instantiate_all(cfg.get("callbacks"))
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    for lg in loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    metrics: dict[str, float] = {}
+    if cfg.get("train", True):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
+    if cfg.get("test", True):
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        ckpt = best or (None if cfg.get("train", True) else cfg.get("ckpt_path"))
+        log.info("testing with %s", ckpt or "the weights in memory")
+        for result in trainer.test(module, datamodule=datamodule, ckpt_path=ckpt or None, verbose=False):
+            metrics.update({k: float(v) for k, v in result.items()})
+        _write_predictions(out_dir, module, datamodule)
+
+    if trainer.is_global_zero:
+        model_dir = out_dir / "model"
+        module.model.save_pretrained(model_dir)  # adapter-only for LoRA
+        tokenizer.save_pretrained(model_dir)
+        metrics["time/wall_s"] = round(time.time() - started, 1)
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        print(
+            f"\nResults ({cfg.method.get('name', 'method')} on {cfg.data.get('name', 'data')}); "
+            f"run dir: {out_dir}\n{format_table(metrics)}\n",
+            flush=True,
+        )
+    _finish_loggers(loggers)
+
+    target = cfg.get("optimized_metric")
+    if target and target not in metrics:
+        raise KeyError(f"optimized_metric={target!r} was not produced; available: {sorted(metrics)}")
+    return (metrics[target] if target else None), metrics
+
+
+def _write_predictions(out_dir: Path, module: CatLitModule, datamodule) -> None:
+    pred_dir = out_dir / "predictions"
+    pred_dir.mkdir(exist_ok=True)
+    for split, rows in module.predictions.items():
+        examples = datamodule.test_sets[split].examples
+        with (pred_dir / f"{split}.jsonl").open("w") as handle:
+            for row in sorted(rows, key=lambda r: r["index"]):
+                row = {"input": examples[row["index"]].input, **row}
+                handle.write(json.dumps(row) + "\n")
+
+
+def _finish_loggers(loggers: list) -> None:
+    for lg in loggers:
+        if type(lg).__name__ == "WandbLogger":
+            import wandb
+
+            wandb.finish()  # multirun jobs share a process: close this run before the next starts
