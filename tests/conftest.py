@@ -38,6 +38,7 @@ def compose_cfg(tmp_path: Path, overrides: list[str] | None = None):
         cfg = compose("train", overrides=list(overrides or []), return_hydra_config=True)
     HydraConfig().set_config(cfg)
     with open_dict(cfg):
+        del cfg["hydra"]  # train.py's task function never sees this section either
         cfg.paths.output_dir = str(tmp_path / "run")
         cfg.paths.log_dir = str(tmp_path / "logs")
     GlobalHydra.instance().clear()
@@ -48,7 +49,13 @@ FAST = [
     "logger=csv",
     "trainer.enable_progress_bar=false",
     "trainer.max_epochs=1",
-    "data.params={n_train: 64, n_val: 16, n_iid: 16, n_ood: 16}",
+    "trainer.log_every_n_steps=1",
+]
+SMALL_DATA = [
+    "+data.params.n_train=64",
+    "+data.params.n_val=16",
+    "+data.params.n_iid=16",
+    "+data.params.n_ood=16",
 ]
 
 

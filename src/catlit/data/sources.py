@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 from catlit.data.generated import Splits, generate_splits
@@ -10,6 +11,10 @@ from catlit.data.jsonl import read_jsonl
 from catlit.data.stg_family import STGFamily
 from catlit.data.stg_h import STGH
 from catlit.data.stg_released import ReleasedSTG
+
+log = logging.getLogger(__name__)
+
+log = logging.getLogger(__name__)
 
 # Named STG presets. `toy` is the embedded default's task: learnable in a few CPU minutes in
 # distribution, while its training-time spurious cue (a value that tracks the label) makes a model
@@ -92,10 +97,11 @@ class JsonlSource:
     def load(self) -> Splits:
         train = read_jsonl(self.train_path, self.limit, self.bad_annotations)
         test = {k: read_jsonl(p, self.limit, self.bad_annotations) for k, p in self.test_paths.items()}
-        # Without a val file, validate on the first test split rather than invent one.
-        val = {k: read_jsonl(p, self.limit, self.bad_annotations) for k, p in self.val_paths.items()} or {
-            next(iter(test)): next(iter(test.values()))
-        }
+        val = {k: read_jsonl(p, self.limit, self.bad_annotations) for k, p in self.val_paths.items()}
+        if not val:  # validate on the first test split rather than carve rows out of train
+            name = next(iter(test))
+            log.info("no data.val files: validating on test split %r", name)
+            val = {name: test[name]}
         return Splits(train=train, val=val, test=test)
 
 

@@ -1,0 +1,104 @@
+"""Model construction: the embedded default round-trips through from_pretrained; local checkpoints
+of three architectures load through the Auto classes; hub ids fail clearly; LoRA trains adapters only."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, LlamaConfig, Qwen2Config
+
+from catlit.models import build_model
+from catlit.models.embedded import train_tokenizer
+from catlit.models.loading import load_pretrained
+
+ARCH = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 128,
+    "tie_word_embeddings": True,
+}
+
+
+def model_cfg(**kw):
+    base = {
+        "path": None,
+        "dtype": "float32",
+        "attn_implementation": "sdpa",
+        "vocab_size": 512,
+        "arch": ARCH,
+        "gradient_checkpointing": False,
+        "lora": {"enabled": False, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": None},
+    }
+    return OmegaConf.create({**base, **kw})
+
+
+def save_tiny_checkpoint(folder, kind: str, corpus: list[str]):
+    """A real HF checkpoint of a given architecture, written with save_pretrained."""
+    tok = train_tokenizer(corpus, 300)
+    if kind == "gpt2":
+        tok.pad_token = None  # GPT-2 checkpoints ship without a pad token
+        cfg = GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=4, n_positions=128)
+    elif kind == "qwen2":
+        cfg = Qwen2Config(
+            vocab_size=len(tok), **{k: v for k, v in ARCH.items() if k != "tie_word_embeddings"}
+        )
+    else:
+        cfg = LlamaConfig(vocab_size=len(tok), **ARCH)
+    model = AutoModelForCausalLM.from_config(cfg)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def test_embedded_model_is_saved_and_reloads_identically(tmp_path, stg_corpus):
+    model, tok = build_model(model_cfg(), lambda: stg_corpus, save_dir=tmp_path / "base")
+    assert model.config.model_type == "llama" and len(tok) <= 512
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "base")
+    tok2 = AutoTokenizer.from_pretrained(tmp_path / "base")
+    ids = tok(stg_corpus[0], return_tensors="pt")["input_ids"]
+    assert tok2(stg_corpus[0])["input_ids"] == ids[0].tolist()
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(ids).logits, again.eval()(ids).logits, atol=1e-6)
+
+
+def test_embedded_tokenizer_is_deterministic(stg_corpus):
+    a, b = train_tokenizer(stg_corpus), train_tokenizer(list(reversed(stg_corpus)))
+    assert a.get_vocab() == b.get_vocab()
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "gpt2"])
+def test_local_checkpoints_load_through_auto_classes(tmp_path, stg_corpus, kind):
+    folder = save_tiny_checkpoint(tmp_path / kind, kind, stg_corpus)
+    model, tok = load_pretrained(folder, attn_implementation="eager")
+    assert tok.pad_token_id is not None and tok.is_fast
+    assert model.config._attn_implementation == "eager"
+    out = model(**tok(["Smoking: 3 Answer:"], return_tensors="pt"), output_attentions=True)
+    assert len(out.attentions) == 2
+
+
+def test_hub_ids_and_missing_folders_fail_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError, match="looks like a hub id; catlit never downloads"):
+        load_pretrained("meta-llama/Llama-3.2-1B")
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        load_pretrained(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("kind,targets", [("llama", {"q_proj", "v_proj"}), ("gpt2", {"c_attn"})])
+def test_lora_trains_only_adapters_on_peft_default_targets(tmp_path, stg_corpus, kind, targets):
+    folder = save_tiny_checkpoint(tmp_path / kind, kind, stg_corpus)
+    cfg = model_cfg(path=str(folder), lora={"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0})
+    model, _ = build_model(cfg, lambda: [])
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in trainable} == targets
+
+
+def test_gradient_checkpointing_is_non_reentrant(stg_corpus):
+    model, _ = build_model(model_cfg(gradient_checkpointing=True), lambda: stg_corpus)
+    assert model.is_gradient_checkpointing
+    layer = model.model.layers[0]
+    assert layer._gradient_checkpointing_func.keywords.get("use_reentrant") is False

@@ -1,0 +1,30 @@
+"""Answer extraction per task."""
+
+from __future__ import annotations
+
+import pytest
+
+from catlit.eval.scoring import get_scorer
+
+
+@pytest.mark.parametrize(
+    "task,prediction,target,ok",
+    [
+        ("stg", " High Risk", "High Risk", True),
+        ("stg", "High Risk\nLow Risk", "High Risk", True),
+        ("stg", " Low Risk", "High Risk", False),
+        ("stg", "High", "High Risk", False),
+        ("stg_h", " 57", "57", True),
+        ("stg_h", "57 (moderate)", "57", True),
+        ("stg_h", " 58", "57", False),
+        ("stg_h", " none", "57", False),
+        ("exact", " 84.0 ", "84.0", True),
+    ],
+)
+def test_scorers(task, prediction, target, ok):
+    assert get_scorer(task)(prediction, target) is ok
+
+
+def test_unknown_task():
+    with pytest.raises(ValueError, match="no scorer for task 'poetry'"):
+        get_scorer("poetry")

@@ -1,0 +1,147 @@
+"""End-to-end runs of the training pipeline on the composed conf/ tree (real Trainer, real models)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from transformers import AutoModelForCausalLM
+
+from catlit.training.run import run
+from tests.conftest import FAST, ROOT, SMALL_DATA, compose_cfg
+from tests.test_models import save_tiny_checkpoint
+
+
+def train(tmp_path: Path, *overrides: str, small: bool = True):
+    cfg = compose_cfg(tmp_path, [*FAST, *(SMALL_DATA if small else []), *overrides])
+    value, metrics = run(cfg)
+    return cfg, value, metrics, Path(cfg.paths.output_dir)
+
+
+def logged_columns(run_dir: Path) -> set[str]:
+    (metrics_csv,) = run_dir.glob("csv/*/metrics.csv")
+    with metrics_csv.open() as handle:
+        return set(next(csv.reader(handle)))
+
+
+def test_cat_run_writes_metrics_predictions_checkpoints_and_model(tmp_path):
+    _, value, metrics, run_dir = train(tmp_path)
+    for key in ("val/iid/acc", "val/ood/acc", "test/iid/acc", "test/ood/acc"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert value == metrics["val/iid/acc"]
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved["test/ood/acc"] == metrics["test/ood/acc"]
+    preds = [json.loads(line) for line in (run_dir / "predictions" / "ood.jsonl").read_text().splitlines()]
+    assert len(preds) == 16 and {"input", "prediction", "target", "correct"} <= set(preds[0])
+    assert sum(p["correct"] for p in preds) / 16 == pytest.approx(metrics["test/ood/acc"])
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert list((run_dir / "checkpoints").glob("best-epoch*.ckpt"))
+    assert (run_dir / "config.yaml").read_text().count("preset: toy") == 1
+    assert {"train/ce", "train/attn", "train/attn_ratio", "train/gamma"} <= logged_columns(run_dir)
+    reloaded = AutoModelForCausalLM.from_pretrained(run_dir / "model")
+    assert reloaded.config.model_type == "llama"
+    AutoModelForCausalLM.from_pretrained(run_dir / "base_model")
+
+
+def test_baseline_runs_without_attention_capture(tmp_path):
+    _, _, metrics, run_dir = train(tmp_path, "method=baseline")
+    assert "test/ood/acc" in metrics
+    columns = logged_columns(run_dir)
+    assert "train/ce" in columns and "train/attn" not in columns
+
+
+def test_stg_h_and_released_presets(tmp_path):
+    _, _, metrics, _ = train(tmp_path / "h", "data=stg_h")
+    assert {"test/iid/acc", "test/ood/acc"} <= set(metrics)
+    _, _, metrics, run_dir = train(tmp_path / "r", "data.preset=released")
+    assert {"test/iid/acc", "test/ood/acc"} <= set(metrics)
+    assert "Smoking" in (run_dir / "predictions" / "iid.jsonl").read_text()
+
+
+def test_local_llama_checkpoint_with_lora_keeps_adapter_only_checkpoints(tmp_path, stg_corpus):
+    folder = save_tiny_checkpoint(tmp_path / "ckpt", "llama", stg_corpus)
+    _, _, metrics, run_dir = train(tmp_path, "model=llama", f"model.path={folder}", "model.lora.enabled=true")
+    assert "test/iid/acc" in metrics
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert state and all("lora_" in k for k in state)
+    assert (run_dir / "model" / "adapter_config.json").is_file()
+    assert not (run_dir / "model" / "model.safetensors").exists()
+
+
+def test_resume_from_checkpoint_continues_training(tmp_path):
+    _, _, _, first = train(tmp_path / "a")
+    last = first / "checkpoints" / "last.ckpt"
+    steps = torch.load(last, weights_only=False)["global_step"]
+    _, _, _, second = train(tmp_path / "b", f"ckpt_path={last}", "trainer.max_epochs=2")
+    assert torch.load(second / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2 * steps
+    with pytest.raises(FileNotFoundError, match="ckpt_path"):
+        train(tmp_path / "c", f"ckpt_path={tmp_path}/missing.ckpt")
+
+
+def test_wandb_offline_logger_records_the_run(tmp_path):
+    _, _, _, run_dir = train(tmp_path, "logger=wandb")
+    runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+@pytest.mark.released_data
+def test_released_jsonl_files_train_and_score(tmp_path, released_data):
+    _, _, metrics, _ = train(
+        tmp_path, "data=jsonl", f"paths.data_dir={released_data}", "data.limit=48", small=False
+    )
+    assert {"val/iid/acc", "test/iid/acc", "test/ood/acc"} <= set(metrics)
+
+
+@pytest.mark.slow
+def test_default_command_learns_the_toy_task(tmp_path):
+    """`python train.py` exactly as the README says (but logging to csv): IID accuracy >= 90%."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "logger=csv",
+            "trainer.enable_progress_bar=false",
+            f"paths.log_dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| test acc |" in result.stdout
+    (metrics_file,) = tmp_path.glob("runs/train/*/metrics.json")
+    metrics = json.loads(metrics_file.read_text())
+    assert metrics["test/iid/acc"] >= 0.9, metrics
+
+
+@pytest.mark.slow
+def test_multirun_sweep_writes_one_run_per_job(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "-m",
+            "experiment=quick",
+            "method=cat,baseline",
+            "trainer.enable_progress_bar=false",
+            "trainer.max_epochs=1",
+            f"paths.log_dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = tmp_path.glob("multiruns/quick/*")
+    jobs = sorted(sweep.glob("[0-9]*/metrics.json"))
+    assert len(jobs) == 2
+    methods = sorted(OmegaConf.load(job.parent / "config.yaml").method.name for job in jobs)
+    assert methods == ["baseline", "cat"]
