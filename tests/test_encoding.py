@@ -133,3 +133,21 @@ def test_slow_tokenizers_are_rejected():
 
     with pytest.raises(TypeError, match="not a fast tokenizer"):
         ExampleEncoder(Slow())
+
+
+def test_tokenizer_that_appends_its_own_eos(stg_corpus):
+    from tokenizers import processors
+
+    from catlit.models.embedded import train_tokenizer
+
+    tok = train_tokenizer(stg_corpus)
+    backend = tok.backend_tokenizer
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", tok.bos_token_id), ("</s>", tok.eos_token_id)]
+    )
+    ex = stg_example()
+    enc = ExampleEncoder(tok).encode(ex)
+    assert enc.input_ids.count(tok.eos_token_id) == 1 and enc.input_ids[-1] == tok.eos_token_id
+    answer = [t for t, lab in zip(enc.input_ids, enc.labels) if lab != IGNORE_INDEX]
+    assert tok.decode(answer, skip_special_tokens=True).strip() == "High Risk"
+    assert answer[-1] == tok.eos_token_id

@@ -102,3 +102,10 @@ def test_gradient_checkpointing_is_non_reentrant(stg_corpus):
     assert model.is_gradient_checkpointing
     layer = model.model.layers[0]
     assert layer._gradient_checkpointing_func.keywords.get("use_reentrant") is False
+
+
+def test_loaded_checkpoints_start_in_train_mode(tmp_path, stg_corpus):
+    folder = save_tiny_checkpoint(tmp_path / "llama", "llama", stg_corpus)
+    cfg = model_cfg(path=str(folder), lora={"enabled": True, "r": 4, "alpha": 8, "dropout": 0.1})
+    model, _ = build_model(cfg, lambda: [])
+    assert all(m.training for m in model.modules())

@@ -101,7 +101,11 @@ class ExampleEncoder:
         if self.eos_id is not None and (not ids or ids[-1] != self.eos_id):
             ids.append(self.eos_id)
             offsets.append((len(text), len(text)))
-        prompt_len = sum(1 for (a, b) in offsets if b <= len(prompt) and not (a == b == len(text)))
+        # the prompt is the prefix before the first token that covers answer characters or is a
+        # special token after the content (an EOS the tokenizer itself appends has offsets (0, 0))
+        prompt_len = next(
+            (i for i, (a, b) in enumerate(offsets) if b > len(prompt) or (i > 0 and a == b)), len(ids)
+        )
         if prompt_len >= self.max_length:
             raise ValueError(
                 f"{ex.origin}: prompt is {prompt_len} tokens, max_length={self.max_length} "

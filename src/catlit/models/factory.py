@@ -43,6 +43,7 @@ def build_model(
         model = apply_lora(model, lora.r, lora.alpha, lora.dropout, lora.get("target_modules"))
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         log.info("LoRA: %d trainable parameters", trainable)
+    model.train()  # from_pretrained returns eval mode, which would silently disable (LoRA) dropout
     total = sum(p.numel() for p in model.parameters())
     log.info("model: %s, %.2fM parameters, attention=%s", type(model).__name__, total / 1e6, attn)
     return model, tokenizer
