@@ -9,6 +9,7 @@ import pytest
 
 from catlit.data.sources import STG_PRESETS, STGHSource, STGSource
 from catlit.data.stg_family import STGFamily
+from catlit.data.stg_h import CAUSAL as STGH_CAUSAL
 from catlit.data.stg_h import aqi
 from catlit.data.stg_released import released_label, released_score
 
@@ -73,17 +74,7 @@ def test_stg_h_targets_follow_the_aqi_formula():
         causal = [float(c) for c in link.causes]
         assert len(causal) == 6 and all(c in ex.input for c in link.causes)
         v = values(ex)
-        ordered = [
-            v[n]
-            for n in (
-                "Traffic volume",
-                "Industrial output",
-                "Construction dust",
-                "Crop burning",
-                "Wind speed",
-                "Rainfall",
-            )
-        ]
+        ordered = [v[n] for n in STGH_CAUSAL]
         assert ex.target == str(aqi(ordered)) and 0 <= int(ex.target) <= 100
     ood_haze = [values(e)["Haze reports"] for e in splits.test["ood"]]
     assert min(ood_haze) >= 60  # spurious factors on a shifted scale out of distribution

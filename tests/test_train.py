@@ -98,23 +98,24 @@ def test_released_jsonl_files_train_and_score(tmp_path, released_data):
     assert {"val/iid/acc", "test/iid/acc", "test/ood/acc"} <= set(metrics)
 
 
+def train_cli(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """`python train.py ...` as a user types it, with runs under tmp_path."""
+    args = [
+        sys.executable,
+        "train.py",
+        *overrides,
+        "trainer.enable_progress_bar=false",
+        f"paths.log_dir={tmp_path}",
+    ]
+    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
 @pytest.mark.slow
 def test_default_command_learns_the_toy_task(tmp_path):
     """`python train.py` exactly as the README says (but logging to csv): IID accuracy >= 90%."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "train.py",
-            "logger=csv",
-            "trainer.enable_progress_bar=false",
-            f"paths.log_dir={tmp_path}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = train_cli(tmp_path, "logger=csv")
     assert "| test acc |" in result.stdout
     (metrics_file,) = tmp_path.glob("runs/train/*/metrics.json")
     metrics = json.loads(metrics_file.read_text())
@@ -123,23 +124,7 @@ def test_default_command_learns_the_toy_task(tmp_path):
 
 @pytest.mark.slow
 def test_multirun_sweep_writes_one_run_per_job(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "train.py",
-            "-m",
-            "experiment=quick",
-            "method=cat,baseline",
-            "trainer.enable_progress_bar=false",
-            "trainer.max_epochs=1",
-            f"paths.log_dir={tmp_path}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    train_cli(tmp_path, "-m", "experiment=quick", "method=cat,baseline", "trainer.max_epochs=1")
     (sweep,) = tmp_path.glob("multiruns/quick/*")
     jobs = sorted(sweep.glob("[0-9]*/metrics.json"))
     assert len(jobs) == 2
