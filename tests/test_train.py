@@ -56,6 +56,13 @@ def test_baseline_runs_without_attention_capture(tmp_path):
     assert "train/ce" in columns and "train/attn" not in columns
 
 
+def test_eager_capture_and_a_layer_selection_train_too(tmp_path):
+    _, _, metrics, run_dir = train(tmp_path / "e", "method.capture=eager")
+    assert "test/ood/acc" in metrics and "train/attn" in logged_columns(run_dir)
+    _, _, metrics, _ = train(tmp_path / "s", "method.layers=last:1", "method.heads=[0,1]")
+    assert "test/ood/acc" in metrics
+
+
 def test_stg_h_and_released_presets(tmp_path):
     _, _, metrics, _ = train(tmp_path / "h", "data=stg_h")
     assert {"test/iid/acc", "test/ood/acc"} <= set(metrics)

@@ -1,19 +1,67 @@
-"""Attention capture: turning a forward pass into the per-row statistics the Re-Attention loss needs.
+"""Attention capture: a forward pass -> the per-row statistics (`RowStats`) the Re-Attention loss needs.
 
-A capture tells the model setup which attention implementation it needs, adds its forward keyword
-arguments, and reduces what the forward produced to `RowStats`. The eager capture reads the full
-maps returned with `output_attentions=True` (B·H·T² floats per layer, kept until backward).
+Two captures share one contract (`setup`, `bind`, `unbind`, `forward_kwargs`, `stats`):
+
+- `eager`: reads the full maps returned with `output_attentions=True` under eager attention
+  (B·H·T² probabilities per layer, kept until backward). The reference behaviour.
+- `efficient`: keeps the model's fast attention (SDPA, or flash where installed) for the forward and
+  backward, and recomputes, in fp32 and differentiably, softmax(q·kᵀ) only for the query rows that
+  carry a causal mask, only in the selected layers and heads, reducing each row at once to its two
+  sums. It plugs in through transformers' model-agnostic seam: a registered attention function
+  (`AttentionInterface`) with the base implementation's mask function (`AttentionMaskInterface`,
+  without which the causal mask would silently be dropped).
 """
 
 from __future__ import annotations
 
+import functools
+
 import torch
+from transformers import AttentionInterface
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from catlit.hooks.row_stats import RowStats, row_stats
+from catlit.hooks.selection import LayerHeadSelection
+
+ATTR = "_catlit_capture"  # set on every module with a layer_idx; read by the registered function
+
+
+def check_checkpointing(model) -> None:
+    """A reentrant checkpoint reruns each layer's forward under no_grad: captured statistics would carry
+    no gradient and L_attn would silently train nothing. Refuse it."""
+    for module in model.modules():
+        fn = getattr(module, "_gradient_checkpointing_func", None)
+        active = getattr(module, "gradient_checkpointing", False) and fn is not None
+        if active and getattr(fn, "keywords", {}).get("use_reentrant", True):
+            raise RuntimeError(
+                "gradient checkpointing with use_reentrant=True makes the Re-Attention loss train "
+                "nothing; enable it with gradient_checkpointing_kwargs={'use_reentrant': False}"
+            )
+
+
+def _text_config(model):
+    config = model.config
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 
 class EagerAttentionCapture:
-    attn_implementation = "eager"
+    name = "eager"
+
+    def __init__(self, layers="all", heads="all"):
+        self.selection = LayerHeadSelection(layers, heads)
+
+    def attn_implementation(self, requested: str) -> str:
+        return "eager"
+
+    def setup(self, model) -> None:
+        check_checkpointing(model)
+
+    def bind(self, batch: dict) -> None:
+        pass
+
+    def unbind(self) -> None:
+        pass
 
     def forward_kwargs(self) -> dict:
         return {"output_attentions": True}
@@ -25,18 +73,161 @@ class EagerAttentionCapture:
                 "the model returned no attention maps with output_attentions=True (transformers' sdpa "
                 "and flash kernels never do). CAT's eager capture needs attn_implementation='eager'."
             )
-        # mean over layers and heads, accumulated to avoid stacking L maps
+        layers = self.selection.layers(len(maps))
         mean = torch.zeros_like(maps[0][:, 0], dtype=torch.float32)
-        for layer_map in maps:
+        for layer in layers:  # accumulate: never stack L maps
+            heads = self.selection.heads(layer, maps[layer].shape[1])
+            layer_map = maps[layer] if heads is None else maps[layer][:, heads]
             mean = mean + layer_map.float().mean(dim=1)
-        mean = mean / len(maps)
-        return row_stats(mean, batch["causal_mask"], batch["attention_mask"])
+        return row_stats(mean / len(layers), batch["causal_mask"], batch["attention_mask"])
 
 
-CAPTURES = {"eager": EagerAttentionCapture}
+@functools.cache
+def register_capture_attention(base: str) -> str:
+    """Register `catlit_<base>`: `base` attention for the output + row statistics on the side."""
+    if base not in ALL_ATTENTION_FUNCTIONS or base not in ALL_MASK_ATTENTION_FUNCTIONS:
+        raise ValueError(
+            f"the efficient capture wraps a registered fast attention (sdpa, flash_attention_2, ...), "
+            f"not {base!r}; use method.capture=eager for eager attention"
+        )
+    name = f"catlit_{base}"
+
+    def attention(module, query, key, value, attention_mask, **kwargs):
+        out = ALL_ATTENTION_FUNCTIONS[base](module, query, key, value, attention_mask, **kwargs)
+        capture = getattr(module, ATTR, None)
+        if capture is not None and capture.bound is not None:
+            capture.record(module, query, key, attention_mask, kwargs.get("scaling"))
+        return out[0], None
+
+    AttentionInterface.register(name, attention)
+    AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
+    return name
 
 
-def make_capture(kind: str):
+class RowAttentionCapture:
+    """The efficient capture (see the module docstring)."""
+
+    name = "efficient"
+
+    def __init__(self, layers="all", heads="all"):
+        self.selection = LayerHeadSelection(layers, heads)
+        self.bound: dict | None = None
+        self.records: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.layer_list: list[int] = []
+
+    def attn_implementation(self, requested: str) -> str:
+        return register_capture_attention(requested or "sdpa")
+
+    def setup(self, model) -> None:
+        check_checkpointing(model)
+        config = _text_config(model)
+        self.layer_list = self.selection.layers(config.num_hidden_layers)
+        self.n_heads = config.num_attention_heads
+        attached = 0
+        for module in model.modules():
+            if hasattr(module, "layer_idx"):
+                object.__setattr__(module, ATTR, self)
+                attached += 1
+        if not attached:
+            raise RuntimeError(f"{type(model).__name__}: no attention module with a layer_idx to capture")
+
+    def forward_kwargs(self) -> dict:
+        return {}
+
+    def bind(self, batch: dict) -> None:
+        """Prepare the masked rows of this batch. Stays bound through backward, where a non-reentrant
+        gradient checkpoint recomputes each layer (and its records, identically)."""
+        mask = batch["causal_mask"]
+        pad = batch["attention_mask"].bool()
+        b, t = pad.shape
+        has = mask.any(-1)
+        n_rows = has.sum(1)
+        r = max(int(n_rows.max()), 1)
+        order = torch.argsort((~has).to(torch.int8), dim=1, stable=True)[:, :r]  # masked rows first
+        valid = torch.arange(r, device=pad.device)[None] < n_rows[:, None]
+        rows = torch.where(valid, order, 0)
+        cols = torch.arange(t, device=pad.device)
+        visible = (cols[None, None] <= rows[..., None]) & pad[:, None, :]  # j <= i, non-pad [B, R, T]
+        mask_rows = mask.gather(1, rows[..., None].expand(b, r, t))
+        self.bound = {
+            "rows": rows,
+            "valid": valid,
+            "visible": visible,
+            "cause": mask_rows & visible,
+            "other": visible & ~mask_rows,
+        }
+        self.records = {}
+
+    def unbind(self) -> None:
+        self.bound, self.records = None, {}
+
+    def record(self, module, query, key, attention_mask, scaling) -> None:
+        layer, bound = module.layer_idx, self.bound
+        t = bound["visible"].shape[-1]
+        if layer not in self.layer_list or query.shape[2] != t or key.shape[2] != t:
+            return  # an unselected layer, or not this batch's full-sequence forward
+        rows, valid = bound["rows"], bound["valid"]
+        b, h, _, d = query.shape
+        r, kv_heads = rows.shape[1], key.shape[1]
+        scaling = d**-0.5 if scaling is None else scaling
+        with torch.autocast(query.device.type, enabled=False):  # statistics in fp32 under autocast
+            dtype = torch.promote_types(query.dtype, torch.float32)  # fp32 at least, fp64 stays fp64
+            q = query.gather(2, rows[:, None, :, None].expand(b, h, r, d)).to(dtype)
+            # grouped-query attention: each key head serves h // kv_heads query heads, no repeat_kv copy
+            q = q.view(b, kv_heads, (h // kv_heads) * r, d)
+            scores = torch.matmul(q, key.to(dtype).transpose(-1, -2)).view(b, h, r, -1) * scaling
+            visible = self._visible(attention_mask, rows, bound["visible"])
+            visible = visible | ~valid[:, None, :, None]  # padded rows: finite softmax, dropped below
+            probs = scores.masked_fill(~visible, float("-inf")).softmax(-1)
+            heads = self.selection.heads(layer, h)
+            probs = (probs if heads is None else probs[:, heads]).mean(1)  # [B, R, T]
+            self.records[layer] = ((probs * bound["cause"]).sum(-1), (probs * bound["other"]).sum(-1))
+
+    @staticmethod
+    def _visible(attention_mask, rows, default):
+        """Follow the model's own mask where it passes one (sliding windows, custom masks)."""
+        if attention_mask is None or attention_mask.dim() != 4:
+            return default[:, None]
+        m = attention_mask[:, :1] if attention_mask.shape[1] > 1 else attention_mask
+        m = m.gather(2, rows[:, None, :, None].expand(-1, 1, -1, m.shape[-1]))
+        if m.dtype != torch.bool:
+            m = m > torch.finfo(m.dtype).min / 2
+        return m[..., -default.shape[-1] :]
+
+    def stats(self, outputs, batch: dict) -> RowStats:
+        if self.bound is None:
+            raise RuntimeError("efficient attention capture: stats() without bind(batch) before the forward")
+        missing = [layer for layer in self.layer_list if layer not in self.records]
+        if missing:
+            raise RuntimeError(
+                f"efficient attention capture saw no attention call for layers {missing}: the model must "
+                "route attention through transformers' AttentionInterface (attn_implementation="
+                f"'catlit_<base>'); use method.capture=eager otherwise"
+            )
+        bound = self.bound
+        rows, valid = bound["rows"], bound["valid"]
+        n = len(self.layer_list)
+        cause = sum(self.records[layer][0] for layer in self.layer_list) / n
+        other = sum(self.records[layer][1] for layer in self.layer_list) / n
+        b, t = batch["attention_mask"].shape
+
+        def scatter(values: torch.Tensor) -> torch.Tensor:
+            values = torch.where(valid, values.to(cause.dtype), 0.0)
+            return torch.zeros(b, t, dtype=cause.dtype, device=values.device).scatter_add(1, rows, values)
+
+        return RowStats(
+            cause_sum=scatter(cause),
+            cause_count=scatter(bound["cause"].sum(-1)),
+            other_sum=scatter(other),
+            other_count=scatter(bound["other"].sum(-1)),
+            has_mask=scatter(valid.float()) > 0,
+        )
+
+
+CAPTURES = {"eager": EagerAttentionCapture, "efficient": RowAttentionCapture}
+
+
+def make_capture(kind: str, layers="all", heads="all"):
     if kind not in CAPTURES:
         raise ValueError(f"method.capture={kind!r} is not available; choose from {sorted(CAPTURES)}")
-    return CAPTURES[kind]()
+    return CAPTURES[kind](layers, heads)

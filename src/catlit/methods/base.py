@@ -1,8 +1,9 @@
 """The method abstraction: a method may ask the forward pass for more and add loss terms.
 
-The LightningModule stays the same for every method: loss = CE + Σ method terms. A method that needs
-to see inside the model (attention statistics, activations, masks over components) says so through
-`attn_implementation` and `forward_kwargs`, and reads what it asked for in `losses`.
+The LightningModule is the same for every method: loss = CE + Σ method terms. A method that needs to
+see inside the model (attention statistics, activations, masks over components) says which attention
+implementation it needs, hooks into the model once in `setup`, prepares each batch in
+`before_forward`, and reads what it asked for in `losses`.
 """
 
 from __future__ import annotations
@@ -12,12 +13,21 @@ import torch
 
 class Method:
     name = "method"
-    attn_implementation: str | None = None  # the implementation the capture needs, if any
     needs_causal_mask = False
 
     def __init__(self, name: str | None = None):
         if name:
             self.name = name
+
+    def attn_implementation(self, requested: str) -> str:
+        """The attention implementation the model must be built with, given the one configured."""
+        return requested
+
+    def setup(self, model) -> None:
+        """Called once with the (possibly peft-wrapped) model before training."""
+
+    def before_forward(self, batch: dict, training: bool) -> None:
+        """Called before every forward pass of the module (training or evaluation)."""
 
     def forward_kwargs(self) -> dict:
         return {}

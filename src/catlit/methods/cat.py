@@ -17,9 +17,11 @@ class CausalAttentionTuning(Method):
         alpha: float = 2.0,
         gamma: float = 1.0,
         variant: str = "div",
-        capture: str = "eager",
+        capture: str = "efficient",
         gamma_schedule: dict | None = None,
         name: str | None = None,
+        layers="all",
+        heads="all",
     ):
         super().__init__(name)
         if variant not in VARIANTS:
@@ -28,8 +30,19 @@ class CausalAttentionTuning(Method):
             raise ValueError(f"method.alpha must be > 0, got {alpha}")
         self.alpha, self.variant = alpha, variant
         self.gamma = GammaSchedule(gamma=gamma, **(gamma_schedule or {}))
-        self.capture = make_capture(capture)
-        self.attn_implementation = self.capture.attn_implementation
+        self.capture = make_capture(capture, layers, heads)
+
+    def attn_implementation(self, requested: str) -> str:
+        return self.capture.attn_implementation(requested)
+
+    def setup(self, model) -> None:
+        self.capture.setup(model)
+
+    def before_forward(self, batch: dict, training: bool) -> None:
+        if training:
+            self.capture.bind(batch)
+        else:  # evaluation and generation run the plain fast attention
+            self.capture.unbind()
 
     def forward_kwargs(self) -> dict:
         return self.capture.forward_kwargs()

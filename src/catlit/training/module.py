@@ -43,7 +43,11 @@ class CatLitModule(L.LightningModule):
         total = max(self.trainer.estimated_stepping_batches, 1) if self._trainer else 1
         return self.global_step / total
 
+    def on_fit_start(self) -> None:
+        self.method.setup(self.model)
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        self.method.before_forward(batch, training=True)
         outputs = self.model(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
@@ -74,6 +78,7 @@ class CatLitModule(L.LightningModule):
 
     def _eval_step(self, batch: dict, split: str, metrics: nn.ModuleDict, stage: str) -> None:
         bs = batch["input_ids"].shape[0]
+        self.method.before_forward(batch, training=False)
         ce = self.model(
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
         ).loss

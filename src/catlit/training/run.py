@@ -55,7 +55,10 @@ def run(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     method = instantiate(cfg.method)
     datamodule = instantiate(cfg.data, with_mask=method.needs_causal_mask)
     model, tokenizer = build_model(
-        cfg.model, datamodule.corpus, method.attn_implementation, save_dir=out_dir / "base_model"
+        cfg.model,
+        datamodule.corpus,
+        method.attn_implementation(cfg.model.attn_implementation),
+        save_dir=out_dir / "base_model",
     )
     datamodule.set_tokenizer(tokenizer)
     datamodule.setup("fit")
