@@ -71,8 +71,7 @@ def test_stg_h_targets_follow_the_aqi_formula():
     splits = STGHSource(seed=0, params={"n_train": 200}).load()
     for ex in splits.train[:50] + splits.test["ood"][:50]:
         (link,) = ex.important
-        causal = [float(c) for c in link.causes]
-        assert len(causal) == 6 and all(c in ex.input for c in link.causes)
+        assert 1 <= len(link.causes) <= 6 and all(c in ex.input for c in link.causes)
         v = values(ex)
         ordered = [v[n] for n in STGH_CAUSAL]
         assert ex.target == str(aqi(ordered)) and 0 <= int(ex.target) <= 100

@@ -5,7 +5,9 @@
 
 "in text" is the share of phrases that occur verbatim in input + target at all (the ceiling for any
 matcher); "matched" is the share that produced mask entries with catlit's offset-based builder; a cause that
-occurs only after (or inside) its effect is "not before effect" and is left out by design.
+occurs only after (or inside) its effect is "not before effect" and is left out by design. "answer
+effect matched" is the share of annotated rows where an effect overlapping the final answer (the last
+line of the target: `#### 90`, `Answer: A`) became mask rows.
 Without --tokenizer, the embedded byte-level BPE is trained on each file's own text.
 """
 
@@ -29,6 +31,7 @@ COLUMNS = (
     "cause matched",
     "cause not before effect",
     "rows with mask",
+    "answer effect matched",
 )
 
 
@@ -63,6 +66,7 @@ def coverage_row(name: str, cov: MaskCoverage) -> list[str]:
         pct("causes_matched", "causes"),
         pct("unmatched_not_before_effect", "causes"),
         pct("examples_masked", "examples_annotated"),
+        pct("answer_effect_matched", "examples_annotated"),
     ]
 
 

@@ -67,17 +67,31 @@ def _occurrences(text: str, phrase: str) -> list[tuple[int, int]]:
     return spans
 
 
-def _full_spans(offsets: list[tuple[int, int]], occurrences) -> list[tuple[int, int]]:
+def _full_spans(
+    offsets: list[tuple[int, int]], occurrences, chars: list | None = None
+) -> list[tuple[int, int]]:
     """Token ranges [first, last+1) covering each character span completely (cut ones are left out).
 
-    Special tokens (zero-width offsets) never belong to a phrase.
+    Special tokens (zero-width offsets) never belong to a phrase. `chars`, if given, receives the
+    character span of each kept occurrence.
     """
     spans = []
     for start, end in occurrences:
         idx = [i for i, (a, b) in enumerate(offsets) if b > a and a < end and b > start]
         if idx and offsets[idx[-1]][1] >= end:
             spans.append((idx[0], idx[-1] + 1))
+            if chars is not None:
+                chars.append((start, end))
     return spans
+
+
+def answer_span(ex: Example) -> tuple[int, int] | None:
+    """Characters of the final answer: the last non-empty line of the target (`#### 90`, `A`)."""
+    lines = [line.strip() for line in ex.target.splitlines() if line.strip()]
+    if not lines:
+        return None
+    start = ex.text.rfind(lines[-1])
+    return (start, start + len(lines[-1]))
 
 
 class ExampleEncoder:
@@ -124,12 +138,16 @@ class ExampleEncoder:
         cov = self.coverage
         cov.add("examples_annotated")
         blocks: list[Block] = []
+        answer, answer_hit = answer_span(ex), False
         for link in ex.important:
             cov.add("effects")
             effect_occ = _occurrences(text, link.effect)
             cov.add("effects_in_text", bool(effect_occ))
+            chars: list[tuple[int, int]] = []
             # an effect at token 0 has no predicting row
-            effect_spans = [s for s in _full_spans(offsets, effect_occ) if s[0] >= 1]
+            effect_spans = [s for s in _full_spans(offsets, effect_occ, chars) if s[0] >= 1]
+            if answer and effect_spans and any(a < answer[1] and b > answer[0] for a, b in chars):
+                answer_hit = True
             if effect_spans:
                 cov.add("effects_matched")
             else:
@@ -152,6 +170,7 @@ class ExampleEncoder:
                 else:
                     cov.miss(ex.origin, "not_before_effect", cause)
         cov.add("examples_masked", bool(blocks))
+        cov.add("answer_effect_matched", answer_hit)
         return blocks
 
     def log_coverage(self, split: str) -> None:

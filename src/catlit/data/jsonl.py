@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from catlit.data.example import DataError, Example, parse_important
@@ -22,17 +22,11 @@ def _text_field(row: dict, name: str, where: str) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-def read_jsonl(path: str | Path, limit: int | None = None, bad_annotations: str = "raise") -> list[Example]:
-    """Load a JSONL file of examples. Every problem raises a DataError naming file, line and field.
-
-    `bad_annotations="skip"` drops malformed `important` entries instead, with a counted warning
-    (the released GSM8K file has a nested object where a cause list belongs).
-    """
+def iter_rows(path: str | Path) -> Iterator[tuple[str, dict]]:
+    """Yield ("file:line", row object) for every non-empty line; malformed lines raise a DataError."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
-    examples: list[Example] = []
-    skipped: list[str] = []
     with path.open(encoding="utf-8") as handle:
         for lineno, line in enumerate(handle, start=1):
             if not line.strip():
@@ -44,16 +38,32 @@ def read_jsonl(path: str | Path, limit: int | None = None, bad_annotations: str 
                 raise DataError(f"{where}: malformed JSON ({err.msg} at column {err.colno})") from None
             if not isinstance(row, dict):
                 raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            examples.append(
-                Example(
-                    input=_text_field(row, "input", where),
-                    target=_text_field(row, "target", where),
-                    important=parse_important(row.get("important"), where, bad_annotations, skipped),
-                    origin=where,
-                )
-            )
-            if limit is not None and len(examples) >= limit:
-                break
+            yield where, row
+
+
+def example_from_row(
+    row: dict, where: str, bad_annotations: str = "raise", skipped: list[str] | None = None
+) -> Example:
+    return Example(
+        input=_text_field(row, "input", where),
+        target=_text_field(row, "target", where),
+        important=parse_important(row.get("important"), where, bad_annotations, skipped),
+        origin=where,
+    )
+
+
+def read_jsonl(path: str | Path, limit: int | None = None, bad_annotations: str = "raise") -> list[Example]:
+    """Load a JSONL file of examples. Every problem raises a DataError naming file, line and field.
+
+    `bad_annotations="skip"` drops malformed `important` entries instead, with a counted warning
+    (the released GSM8K file has a nested object where a cause list belongs).
+    """
+    examples: list[Example] = []
+    skipped: list[str] = []
+    for where, row in iter_rows(path):
+        examples.append(example_from_row(row, where, bad_annotations, skipped))
+        if limit is not None and len(examples) >= limit:
+            break
     if not examples:
         raise DataError(f"{path}: no examples (file is empty)")
     if skipped:

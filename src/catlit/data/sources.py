@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 from pathlib import Path
 
 from catlit.data.generated import Splits, generate_splits
@@ -76,7 +77,11 @@ class STGHSource:
 
 
 class JsonlSource:
-    """Released-format JSONL files: one train file and named val / test files."""
+    """Released-format JSONL files: one train file and named val / test files.
+
+    Where a dataset ships no val (or test) file, `val_fraction` (`test_fraction`) holds out that share
+    of the training file, seeded by `split_seed`, as the `iid` split.
+    """
 
     def __init__(
         self,
@@ -86,21 +91,46 @@ class JsonlSource:
         task: str = "exact",
         limit: int | None = None,
         bad_annotations: str = "raise",
+        val_fraction: float = 0.0,
+        test_fraction: float = 0.0,
+        split_seed: int = 0,
     ):
-        if not test:
-            raise ValueError("data.test must name at least one test split, e.g. {iid: path}")
+        if not test and not test_fraction:
+            raise ValueError(
+                "data.test must name at least one test split ({iid: path}) or set data.test_fraction"
+            )
+        for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0.0 <= fraction < 1.0:
+                raise ValueError(f"data.{name} must be in [0, 1), got {fraction}")
         self.task, self.limit, self.bad_annotations = task, limit, bad_annotations
+        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         self.train_path = Path(train)
-        self.val_paths = {k: Path(v) for k, v in (val or {}).items()}
-        self.test_paths = {k: Path(v) for k, v in test.items()}
+        # a null path removes a split (`data.test.ood=null`, or a preset that has no OOD set)
+        self.val_paths = {k: Path(v) for k, v in (val or {}).items() if v is not None}
+        self.test_paths = {k: Path(v) for k, v in (test or {}).items() if v is not None}
+        if not self.test_paths and not test_fraction:
+            raise ValueError("data.test has no split left and data.test_fraction is 0")
+
+    def _read(self, path: Path):
+        return read_jsonl(path, self.limit, self.bad_annotations)
 
     def load(self) -> Splits:
-        train = read_jsonl(self.train_path, self.limit, self.bad_annotations)
-        test = {k: read_jsonl(p, self.limit, self.bad_annotations) for k, p in self.test_paths.items()}
-        val = {k: read_jsonl(p, self.limit, self.bad_annotations) for k, p in self.val_paths.items()}
+        train = self._read(self.train_path)
+        order = list(range(len(train)))
+        random.Random(self.split_seed).shuffle(order)
+        n_test, n_val = int(len(train) * self.test_fraction), int(len(train) * self.val_fraction)
+        held_test, held_val = sorted(order[:n_test]), sorted(order[n_test : n_test + n_val])
+        held = set(held_test) | set(held_val)
+        test = {k: self._read(p) for k, p in self.test_paths.items()}
+        val = {k: self._read(p) for k, p in self.val_paths.items()}
+        if n_test:
+            test = {"iid": [train[i] for i in held_test], **test}
+        if n_val:
+            val = {"iid": [train[i] for i in held_val], **val}
+        train = [ex for i, ex in enumerate(train) if i not in held]
         if not val:  # validate on the first test split rather than carve rows out of train
             name = next(iter(test))
-            log.info("no data.val files: validating on test split %r", name)
+            log.info("no data.val files or val_fraction: validating on test split %r", name)
             val = {name: test[name]}
         return Splits(train=train, val=val, test=test)
 
@@ -123,13 +153,19 @@ def stg_h_datamodule(seed: int = 0, params: dict | None = None, **loader):
 
 def jsonl_datamodule(
     train: str,
-    test: dict[str, str],
+    test: dict[str, str] | None = None,
     val: dict[str, str] | None = None,
     task: str = "exact",
     limit: int | None = None,
     bad_annotations: str = "raise",
+    val_fraction: float = 0.0,
+    test_fraction: float = 0.0,
+    split_seed: int = 0,
     **loader,
 ):
     from catlit.data.datamodule import CatDataModule
 
-    return CatDataModule(JsonlSource(train, val, test, task, limit, bad_annotations), **loader)
+    source = JsonlSource(
+        train, val, test, task, limit, bad_annotations, val_fraction, test_fraction, split_seed
+    )
+    return CatDataModule(source, **loader)

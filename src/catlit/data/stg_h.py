@@ -64,7 +64,8 @@ class STGH:
         features += [(name, round(rng.uniform(0, 50), 1)) for name in IRRELEVANT]
         rng.shuffle(features)
         target = str(aqi(causal))
-        causes = tuple(str(v) for n, v in features if n in CAUSAL)
+        # a value string marks every occurrence, so two factors with equal values give one cause
+        causes = tuple(dict.fromkeys(str(v) for n, v in features if n in CAUSAL))
         return Example(
             render(features, self.prompt), target, (CausalLink(target, causes),), meta={"ood": ood}
         )

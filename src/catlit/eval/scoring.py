@@ -1,19 +1,43 @@
 """Per-task answer extraction: a generated continuation -> is it the right answer?
 
-Generation decodes only the new tokens, so the prompt is already gone; each scorer reads the first
-line of the continuation.
+Generation decodes only the new tokens, so the prompt is already gone. Scorers:
+  exact / stg   the first line, exact match after stripping
+  stg_h         the first integer, compared as a string with the integer target
+  numeric       the first number after an optional "Answer:" (MAWPS, SVAMP, ASDiv: "84" == "84.0",
+                "6 (bags)" == "6", "1,200" == "1200"); a target without a number ("Clara") as text
+  gsm8k         the number after "####" (the last number if the generation has no "####")
+  choice        the option label (ARC-E: "C", "C. mutualism", "(C)"; some questions number them 1-4)
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 
 _INT = re.compile(r"[-+]?\d+")
+_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+")
+_ANSWER_PREFIX = re.compile(r"^\s*(?:the\s+)?answer\s*(?:is)?\s*[:=]?\s*", re.IGNORECASE)
+_CHOICE = re.compile(r"^\s*(?:answer\s*[:=]?\s*)?\(?([A-Ea-e1-9])(?:[).:\s]|$)", re.IGNORECASE)
+_UNIT = re.compile(r"\s*\([^)]*\)\s*$")
 
 
 def first_line(prediction: str) -> str:
     return prediction.strip().split("\n", 1)[0].strip()
+
+
+def parse_number(text: str, last: bool = False) -> float | None:
+    found = _NUMBER.findall(text)
+    if not found:
+        return None
+    try:
+        return float((found[-1] if last else found[0]).replace(",", ""))
+    except ValueError:
+        return None
+
+
+def same_number(a: float | None, b: float | None) -> bool:
+    return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
 
 
 def score_exact(prediction: str, target: str) -> bool:
@@ -26,10 +50,40 @@ def score_integer(prediction: str, target: str) -> bool:
     return found is not None and str(int(found.group())) == str(int(float(target)))
 
 
+def _plain(text: str) -> str:
+    return _UNIT.sub("", _ANSWER_PREFIX.sub("", text.strip())).strip(" .").casefold()
+
+
+def score_numeric(prediction: str, target: str) -> bool:
+    """Numbers compare as numbers; a target with no number (ASDiv's "Clara", "Yes") as plain text."""
+    gold = parse_number(_ANSWER_PREFIX.sub("", target.strip()))
+    if gold is None:
+        return _plain(first_line(prediction)) == _plain(target)
+    return same_number(parse_number(_ANSWER_PREFIX.sub("", first_line(prediction))), gold)
+
+
+def gsm8k_answer(text: str) -> float | None:
+    if "####" in text:
+        return parse_number(text.rsplit("####", 1)[1])
+    return parse_number(text, last=True)
+
+
+def score_gsm8k(prediction: str, target: str) -> bool:
+    return same_number(gsm8k_answer(prediction), gsm8k_answer(target))
+
+
+def score_choice(prediction: str, target: str) -> bool:
+    found = _CHOICE.match(prediction.strip())
+    return found is not None and found.group(1).upper() == target.strip().upper()
+
+
 SCORERS: dict[str, Callable[[str, str], bool]] = {
     "exact": score_exact,
     "stg": score_exact,
     "stg_h": score_integer,
+    "numeric": score_numeric,
+    "gsm8k": score_gsm8k,
+    "choice": score_choice,
 }
 
 

@@ -23,21 +23,31 @@ class RowStats:
 
 
 def row_stats(attn: torch.Tensor, mask: torch.Tensor, key_padding: torch.Tensor | None = None) -> RowStats:
-    """From a full attention map A [B, T, T] (already averaged over layers and heads) and mask [B, T, T]."""
-    t = attn.shape[-1]
-    visible = torch.ones(t, t, dtype=torch.bool, device=attn.device).tril()
-    visible = visible.expand(attn.shape[0], t, t)
-    if key_padding is not None:
-        visible = visible & key_padding.bool()[:, None, :]
-    cause = mask & visible
-    other = visible & ~mask
+    """From a full attention map A [B, T, T] (already averaged over layers and heads) and mask [B, T, T].
+
+    Only rows with mask entries can contribute, so only those rows are gathered and reduced: the cost
+    is (#masked rows x T), not B x T x T.
+    """
+    b, t, _ = attn.shape
     if attn.dtype in (torch.float16, torch.bfloat16):  # sums in fp32 at least
         attn = attn.float()
-    counts = attn.dtype
+    has_mask = mask.any(-1)
+    bi, ri = has_mask.nonzero(as_tuple=True)
+    cols = torch.arange(t, device=attn.device)
+    visible = cols[None, :] <= ri[:, None]  # [R, T]: j <= i
+    if key_padding is not None:
+        visible = visible & key_padding.bool()[bi]
+    mask_rows = mask[bi, ri]
+    cause, other = mask_rows & visible, visible & ~mask_rows
+    rows = attn[bi, ri]  # [R, T]
+
+    def full(values: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(b, t, dtype=attn.dtype, device=attn.device).index_put((bi, ri), values)
+
     return RowStats(
-        cause_sum=(attn * cause).sum(-1),
-        cause_count=cause.sum(-1).to(counts),
-        other_sum=(attn * other).sum(-1),
-        other_count=other.sum(-1).to(counts),
-        has_mask=mask.any(-1),
+        cause_sum=full((rows * cause).sum(-1)),
+        cause_count=full(cause.sum(-1).to(attn.dtype)),
+        other_sum=full((rows * other).sum(-1)),
+        other_count=full(other.sum(-1).to(attn.dtype)),
+        has_mask=has_mask,
     )

@@ -1,0 +1,1 @@
+"""Automated causal annotation: a few human demonstrations + an assistant model -> `important`."""

@@ -1,0 +1,45 @@
+"""`python annotate.py input=rows.jsonl [annotator=rules|openai|hf] [demos=stg|math|gsm8k|arc] ...`"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def default_output(cfg) -> Path:
+    """A stable path, so re-running the same command resumes: outputs/annotations/<stem>.annotated.jsonl"""
+    return Path(cfg.paths.log_dir) / "annotations" / f"{Path(cfg.input).stem}.annotated.jsonl"
+
+
+def run_annotation(cfg):
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from catlit.annotate.pipeline import annotate_file, summary_table
+    from catlit.annotate.prompt import SYSTEM, TEMPLATE, PromptBuilder
+
+    demos = OmegaConf.to_container(cfg.demos.examples, resolve=True) if cfg.get("demos") else []
+    prompt = PromptBuilder(cfg.prompt.system or SYSTEM, cfg.prompt.template or TEMPLATE, demos)
+    # partial, then call: passed through instantiate, the dataclass would become a config node
+    annotator = instantiate(cfg.annotator, _partial_=True)(prompt=prompt)
+    output = Path(cfg.output) if cfg.output else default_output(cfg)
+    counts = annotate_file(cfg.input, output, annotator, overwrite=cfg.overwrite, limit=cfg.limit)
+    table = summary_table(counts)
+    Path(f"{output}.summary.json").write_text(json.dumps(dict(counts), indent=2, sort_keys=True))
+    print(f"\nAnnotated {cfg.input} -> {output}\n{table}\n", flush=True)
+    return counts
+
+
+def annotate_main() -> None:
+    import hydra
+
+    from catlit.cli import config_dir
+
+    @hydra.main(version_base="1.3", config_path=config_dir(), config_name="annotate")
+    def _main(cfg) -> None:
+        run_annotation(cfg)
+
+    _main()

@@ -1,0 +1,44 @@
+"""Checking proposed annotations against the text: every phrase must occur, causes before effects."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from catlit.data.example import CausalLink, Example
+
+
+def _spans(text: str, phrase: str) -> list[tuple[int, int]]:
+    out, start = [], text.find(phrase)
+    while start != -1:
+        out.append((start, start + len(phrase)))
+        start = text.find(phrase, start + 1)
+    return out
+
+
+def validate_links(ex: Example, links: tuple[CausalLink, ...]) -> tuple[tuple[CausalLink, ...], Counter]:
+    """Keep what a causal mask can use; count what was dropped and why."""
+    text, counts, kept = ex.text, Counter(), []
+    for link in links:
+        counts["effects_proposed"] += 1
+        counts["causes_proposed"] += len(link.causes)
+        effect_spans = _spans(text, link.effect)
+        if not effect_spans:
+            counts["effects_dropped_not_in_text"] += 1
+            counts["causes_dropped_with_effect"] += len(link.causes)
+            continue
+        causes = []
+        for cause in link.causes:
+            cause_spans = _spans(text, cause)
+            if not cause_spans:
+                counts["causes_dropped_not_in_text"] += 1
+            elif not any(ce <= es for es, _ in effect_spans for _, ce in cause_spans):
+                counts["causes_dropped_not_before_effect"] += 1
+            elif cause not in causes:
+                causes.append(cause)
+        if causes:
+            kept.append(CausalLink(link.effect, tuple(causes)))
+            counts["effects_kept"] += 1
+            counts["causes_kept"] += len(causes)
+        else:
+            counts["effects_dropped_no_cause"] += 1
+    return tuple(kept), counts

@@ -1,0 +1,122 @@
+"""A real HTTP server on 127.0.0.1 speaking the OpenAI chat-completions protocol, with injected faults.
+
+It answers like an LLM that follows the STG rules (the effect after "Answer: ", the causal
+"Name: value" strings as causes) and adds one invented phrase, so validation has something to drop.
+Each row (keyed by its text) gets a fault plan chosen by a CRC of the text: the n-th request for a row
+performs the n-th action of its plan, then the last action repeats.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import threading
+import time
+import zlib
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+PLANS = [
+    ["ok"],
+    ["429", "ok"],
+    ["500", "500", "fenced"],
+    ["slow", "ok"],
+    ["garbage", "ok"],
+    ["429"],  # never recovers: the row must be reported as failed
+]
+CAUSAL = re.compile(r"(Smoking|Weight|Exercise): (\d+)")
+
+
+def row_text(messages: list[dict]) -> str:
+    content = messages[-1]["content"]
+    return content.split("Text:\n", 1)[-1].rsplit("\n\nAnnotation:", 1)[0]
+
+
+def plan_for(text: str) -> list[str]:
+    return PLANS[zlib.crc32(text.encode()) % len(PLANS)]
+
+
+def annotation(text: str) -> list[dict]:
+    effect = text.rsplit("Answer: ", 1)[-1].strip()
+    causes = [f"{n}: {v}" for n, v in CAUSAL.findall(text)] + ["Invented: 99"]
+    return [{effect: causes}]
+
+
+class ChatServer:
+    def __init__(self, delay: float = 0.0, slow_seconds: float = 2.0):
+        self.delay, self.slow_seconds = delay, slow_seconds
+        self.attempts: Counter = Counter()
+        self.actions: Counter = Counter()
+        self.auth_headers: set[str] = set()
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.auth_headers.add(self.headers.get("Authorization", ""))
+                text = row_text(body["messages"])
+                with server.lock:
+                    n = server.attempts[text]
+                    server.attempts[text] += 1
+                    plan = plan_for(text)
+                    action = plan[min(n, len(plan) - 1)]
+                    server.actions[action] += 1
+                time.sleep(server.delay)
+                # the client may have timed out and hung up, as intended for "slow"
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    server.respond(self, body, text, action)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def respond(self, handler, body: dict, text: str, action: str) -> None:
+        if action in ("429", "500"):
+            payload = {"error": {"message": f"injected {action}", "type": "injected"}}
+            return self.send(handler, int(action), payload, {"Retry-After": "0"} if action == "429" else {})
+        if action == "slow":
+            time.sleep(self.slow_seconds)
+        content = json.dumps(annotation(text))
+        if action == "fenced":
+            content = f"Sure! Here is the annotation:\n```json\n{content}\n```\nHope this helps."
+        elif action == "garbage":
+            content = "The answer depends on [Smoking and weight, roughly"
+        payload = {
+            "id": "chatcmpl-test",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", "test"),
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+            ],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
+        self.send(handler, 200, payload)
+
+    @staticmethod
+    def send(handler, status: int, payload: dict, headers: dict | None = None) -> None:
+        data = json.dumps(payload).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            handler.send_header(k, v)
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    def __enter__(self) -> ChatServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
