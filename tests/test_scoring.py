@@ -28,3 +28,14 @@ def test_scorers(task, prediction, target, ok):
 def test_unknown_task():
     with pytest.raises(ValueError, match="no scorer for task 'poetry'"):
         get_scorer("poetry")
+
+
+def test_indexed_accuracy_counts_each_example_once():
+    import torch
+
+    from catlit.eval.metrics import IndexedAccuracy
+
+    metric = IndexedAccuracy()
+    metric.update(torch.tensor([0, 1, 2]), torch.tensor([1.0, 0.0, 1.0]))
+    metric.update(torch.tensor([3, 0]), torch.tensor([1.0, 1.0]))  # index 0 repeated (sampler padding)
+    assert metric.compute().item() == 0.75 and metric.count() == 4

@@ -5,9 +5,9 @@ from __future__ import annotations
 import lightning as L
 import torch
 from torch import nn
-from torchmetrics import MeanMetric
 from transformers import get_scheduler
 
+from catlit.eval.metrics import IndexedAccuracy
 from catlit.eval.scoring import get_scorer
 from catlit.methods.base import Method
 from catlit.models.lora import is_peft
@@ -32,8 +32,8 @@ class CatLitModule(L.LightningModule):
         self.val_names, self.test_names = list(val_names), list(test_names)
         self.max_new_tokens = max_new_tokens
         self.optimizer_cfg, self.scheduler_cfg = dict(optimizer), dict(scheduler)
-        self.val_acc = nn.ModuleDict({n: MeanMetric() for n in self.val_names})
-        self.test_acc = nn.ModuleDict({n: MeanMetric() for n in self.test_names})
+        self.val_acc = nn.ModuleDict({n: IndexedAccuracy() for n in self.val_names})
+        self.test_acc = nn.ModuleDict({n: IndexedAccuracy() for n in self.test_names})
         self.predictions: dict[str, list[dict]] = {}
         # Adapter-only checkpoints hold just the trainable weights; the frozen base comes from model.path.
         self.strict_loading = not is_peft(model)
@@ -89,7 +89,7 @@ class CatLitModule(L.LightningModule):
             dtype=torch.float32,
             device=self.device,
         )
-        metrics[split].update(correct)
+        metrics[split].update(batch["index"], correct)
         self.log(
             f"{stage}/{split}/acc",
             metrics[split],
@@ -110,6 +110,19 @@ class CatLitModule(L.LightningModule):
 
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step(batch, self.test_names[dataloader_idx], self.test_acc, "test")
+
+    def on_test_epoch_end(self) -> None:
+        """Each rank scored a shard: gather the predictions, one row per example (padding repeats dropped)."""
+        gathered = [self.predictions]
+        if self.trainer.world_size > 1 and torch.distributed.is_initialized():
+            gathered = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(gathered, self.predictions)
+        merged: dict[str, dict[int, dict]] = {}
+        for rank_predictions in gathered:
+            for split, rows in rank_predictions.items():
+                for row in rows:
+                    merged.setdefault(split, {}).setdefault(row["index"], row)
+        self.predictions = {split: [rows[i] for i in sorted(rows)] for split, rows in merged.items()}
 
     # ---- optimisation and checkpoints -----------------------------------------------------------
     def configure_optimizers(self):

@@ -10,9 +10,11 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from catlit.models import build_model
+from catlit.training.distributed import destroy_process_group, hydra_job_argv
 from catlit.training.module import CatLitModule
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,10 @@ def run(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     started = time.time()
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    # DDP children run this function too (rank from the launcher's environment): one writer only
+    is_rank_zero = rank_zero_only.rank == 0
+    if is_rank_zero:
+        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
         raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path!r} does not exist")
     L.seed_everything(cfg.seed, workers=True)
@@ -58,7 +63,7 @@ def run(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
         cfg.model,
         datamodule.corpus,
         method.attn_implementation(cfg.model.attn_implementation),
-        save_dir=out_dir / "base_model",
+        save_dir=out_dir / "base_model" if is_rank_zero else None,
     )
     datamodule.set_tokenizer(tokenizer)
     datamodule.setup("fit")
@@ -81,16 +86,18 @@ def run(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     metrics: dict[str, float] = {}
-    if cfg.get("train", True):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
-    if cfg.get("test", True):
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        ckpt = best or (None if cfg.get("train", True) else cfg.get("ckpt_path"))
-        log.info("testing with %s", ckpt or "the weights in memory")
-        for result in trainer.test(module, datamodule=datamodule, ckpt_path=ckpt or None, verbose=False):
-            metrics.update({k: float(v) for k, v in result.items()})
-        _write_predictions(out_dir, module, datamodule)
+    with hydra_job_argv():  # DDP children join this job, not a new sweep
+        if cfg.get("train", True):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
+        if cfg.get("test", True):
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            ckpt = best or (None if cfg.get("train", True) else cfg.get("ckpt_path"))
+            log.info("testing with %s", ckpt or "the weights in memory")
+            for result in trainer.test(module, datamodule=datamodule, ckpt_path=ckpt or None, verbose=False):
+                metrics.update({k: float(v) for k, v in result.items()})
+            if trainer.is_global_zero:
+                _write_predictions(out_dir, module, datamodule)
 
     if trainer.is_global_zero:
         model_dir = out_dir / "model"
@@ -104,6 +111,7 @@ def run(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
             flush=True,
         )
     _finish_loggers(loggers)
+    destroy_process_group()
 
     target = cfg.get("optimized_metric")
     if target and target not in metrics:
@@ -117,7 +125,7 @@ def _write_predictions(out_dir: Path, module: CatLitModule, datamodule) -> None:
     for split, rows in module.predictions.items():
         examples = datamodule.test_sets[split].examples
         with (pred_dir / f"{split}.jsonl").open("w") as handle:
-            for row in sorted(rows, key=lambda r: r["index"]):
+            for row in rows:  # already one per example, in index order
                 row = {"input": examples[row["index"]].input, **row}
                 handle.write(json.dumps(row) + "\n")
 

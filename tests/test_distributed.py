@@ -1,0 +1,96 @@
+"""Multi-process DDP on CPU (gloo): CAT trains, evaluation scores every example exactly once, and a
+Hydra multirun of DDP jobs produces exactly one run per job."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+SMALL = [
+    "logger=csv",
+    "trainer.enable_progress_bar=false",
+    "+data.params.n_val=15",
+    "+data.params.n_iid=15",
+    "+data.params.n_ood=15",
+    "trainer.num_sanity_val_steps=0",
+]
+
+
+def cli(tmp_path: Path, *args: str, timeout: int = 400) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "train.py", *args, *SMALL, f"paths.log_dir={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_two_process_ddp_scores_each_example_once(tmp_path):
+    cli(tmp_path, "trainer=ddp", "trainer.max_epochs=3", "+data.params.n_train=200")
+    (run_dir,) = tmp_path.glob("runs/train/*")
+    assert (run_dir / "train_ddp_process_1.log").is_file()  # rank 1 ran this job
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for split in ("iid", "ood"):
+        rows = read(run_dir / "predictions" / f"{split}.jsonl")
+        assert sorted(r["index"] for r in rows) == list(range(15))  # 15 rows on 2 ranks: no repeats
+        assert metrics[f"test/{split}/acc"] == pytest.approx(sum(r["correct"] for r in rows) / 15)
+    assert metrics["test/iid/acc"] > 0  # learned something, so the comparison above is not 0 == 0
+
+
+def test_multirun_of_ddp_jobs_makes_exactly_one_run_per_job(tmp_path):
+    cli(
+        tmp_path,
+        "-m",
+        "trainer=ddp",
+        "method=cat,baseline",
+        "trainer.max_epochs=1",
+        "+data.params.n_train=64",
+    )
+    sweeps = list(tmp_path.glob("multiruns/train/*"))
+    assert len(sweeps) == 1 and not (tmp_path / "runs").exists()
+    jobs = sorted(p for p in sweeps[0].iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert [j.name for j in jobs] == ["0", "1"]
+    assert [OmegaConf.load(j / "config.yaml").method.name for j in jobs] == ["cat", "baseline"]
+    assert all((j / "metrics.json").is_file() and (j / "train_ddp_process_1.log").is_file() for j in jobs)
+
+
+def test_sweeps_started_together_never_share_a_directory(tmp_path):
+    args = [
+        sys.executable,
+        "train.py",
+        "-m",
+        "seed=1,2",
+        "train=false",
+        "test=false",
+        "optimized_metric=null",
+        "logger=none",
+        "callbacks=none",
+        f"paths.log_dir={tmp_path}",
+        "+data.params.n_train=16",
+    ]
+    procs = [
+        subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(3)
+    ]
+    for proc in procs:
+        assert proc.wait(timeout=300) == 0, proc.stderr.read()[-2000:]
+    sweeps = list(tmp_path.glob("multiruns/train/*"))
+    assert len(sweeps) == 3
+    assert all(
+        sorted(p.name for p in s.iterdir() if not p.name.startswith(".")) == ["0", "1"] for s in sweeps
+    )
