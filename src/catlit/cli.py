@@ -6,6 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+import catlit.resolvers  # noqa: F401  (registers the resolvers conf/ uses)
+
 
 def config_dir() -> str:
     """`conf/` of a source checkout, else the copy packaged inside an installed wheel."""

@@ -1,0 +1,126 @@
+"""AttentionReport: how much attention the answer rows pay to the causes, for every method.
+
+Each training epoch it measures, on a fixed probe batch of training examples, the Re-Attention ratio
+(mean attention on cause tokens / mean on the other visible tokens, averaged over all layers and
+heads) and logs it as `probe/attn_ratio`, so baseline and CAT runs are comparable. At the end of
+fit it saves `plots/attention_ratio.png` (the ratio over training) and one heatmap per probe
+example, `plots/attention_example_<i>.png`, with the causal-mask blocks outlined, and logs both as
+images to wandb when a WandbLogger is attached.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from catlit.data.collate import Collator
+from catlit.hooks.row_stats import row_stats
+from catlit.methods.reattention import reattention_loss
+
+
+def eager_attention(model, batch: dict) -> torch.Tensor:
+    """Mean attention over layers and heads [B, T, T], whatever implementation the model trains with."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    previous = base.config._attn_implementation
+    was_training = model.training
+    base.set_attn_implementation("eager")
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_attentions=True
+            )
+        return torch.stack([a.float().mean(1) for a in out.attentions]).mean(0)
+    finally:
+        base.set_attn_implementation(previous)
+        model.train(was_training)
+
+
+class AttentionReport(Callback):
+    def __init__(self, probe_size: int = 16, heatmaps: int = 2, out_dir: str | None = None):
+        self.probe_size, self.heatmaps, self.out_dir = probe_size, heatmaps, out_dir
+        self.batch: dict | None = None
+        self.history: list[tuple[int, float]] = []
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        dataset = trainer.datamodule.train_set
+        items = [dataset[i] for i in range(len(dataset)) if dataset.encoded[i].blocks][: self.probe_size]
+        if items:
+            self.batch = Collator(pl_module.tokenizer.pad_token_id, with_mask=True)(items)
+            self.rows = [item[1] for item in items]
+
+    def _ratio(self, pl_module) -> tuple[float, torch.Tensor]:
+        batch = {k: v.to(pl_module.device) if torch.is_tensor(v) else v for k, v in self.batch.items()}
+        attn = eager_attention(pl_module.model, batch)
+        stats = row_stats(attn, batch["causal_mask"], batch["attention_mask"])
+        return float(reattention_loss(stats).ratio), attn.cpu()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.batch is None:
+            return
+        ratio, _ = self._ratio(pl_module)
+        self.history.append((trainer.current_epoch, ratio))
+        pl_module.log("probe/attn_ratio", ratio, batch_size=1)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if self.batch is None or not trainer.is_global_zero:
+            return
+        out = Path(self.out_dir or trainer.default_root_dir) / "plots"
+        out.mkdir(parents=True, exist_ok=True)
+        _, attn = self._ratio(pl_module)
+        paths = [self._plot_ratio(out / "attention_ratio.png")]
+        for i in range(min(self.heatmaps, attn.shape[0])):
+            paths.append(
+                self._plot_heatmap(
+                    out / f"attention_example_{i}.png", attn[i], self.rows[i], pl_module.tokenizer
+                )
+            )
+        for logger in trainer.loggers:
+            if hasattr(logger, "log_image"):
+                logger.log_image(
+                    key="attention", images=[str(p) for p in paths], caption=[p.stem for p in paths]
+                )
+
+    def _plot_ratio(self, path: Path) -> Path:
+        plt = _pyplot()
+        fig, ax = plt.subplots(figsize=(5, 3))
+        ax.plot([e for e, _ in self.history], [r for _, r in self.history], marker="o")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("attention ratio (causes / others)")
+        ax.set_title("Probe attention ratio over training")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
+    def _plot_heatmap(self, path: Path, attn: torch.Tensor, row, tokenizer) -> Path:
+        from matplotlib.patches import Rectangle
+
+        plt = _pyplot()
+        n = len(row.input_ids)
+        fig, ax = plt.subplots(figsize=(7, 6))
+        ax.imshow(attn[:n, :n].numpy() ** 0.5, cmap="viridis")  # sqrt: small weights stay visible
+        for r0, r1, c0, c1 in row.blocks:  # rows predict the effect, columns are its causes
+            ax.add_patch(
+                Rectangle((c0 - 0.5, r0 - 0.5), c1 - c0, r1 - r0, fill=False, edgecolor="red", lw=1.5)
+            )
+        if n <= 80:
+            tokens = [tokenizer.decode([t]).strip() or "·" for t in row.input_ids]
+            ax.set_xticks(range(n), tokens, rotation=90, fontsize=6)
+            ax.set_yticks(range(n), tokens, fontsize=6)
+        ax.set_title("Attention (mean over layers and heads); red: cause columns of effect rows", fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
