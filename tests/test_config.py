@@ -65,3 +65,8 @@ def test_unknown_stg_preset_and_param_are_named(tmp_path):
     cfg = compose_cfg(tmp_path, ["+data.params.n_causl=3"])
     with pytest.raises(InstantiationException, match=r"unknown parameter\(s\) \['n_causl'\]"):
         instantiate(cfg.data)
+
+
+def test_wandb_group_is_the_task_outside_a_sweep(tmp_path):
+    cfg = compose_cfg(tmp_path, ["task_name=mytask"])
+    assert cfg.logger.wandb.group == "mytask"

@@ -13,8 +13,6 @@ from omegaconf import OmegaConf
 
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.slow
-
 SMALL = [
     "logger=csv",
     "trainer.enable_progress_bar=false",
@@ -41,6 +39,7 @@ def read(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_two_process_ddp_scores_each_example_once(tmp_path):
     cli(tmp_path, "trainer=ddp", "trainer.max_epochs=3", "+data.params.n_train=200")
     (run_dir,) = tmp_path.glob("runs/train/*")
@@ -53,6 +52,7 @@ def test_two_process_ddp_scores_each_example_once(tmp_path):
     assert metrics["test/iid/acc"] > 0  # learned something, so the comparison above is not 0 == 0
 
 
+@pytest.mark.slow
 def test_multirun_of_ddp_jobs_makes_exactly_one_run_per_job(tmp_path):
     cli(
         tmp_path,
@@ -70,6 +70,7 @@ def test_multirun_of_ddp_jobs_makes_exactly_one_run_per_job(tmp_path):
     assert all((j / "metrics.json").is_file() and (j / "train_ddp_process_1.log").is_file() for j in jobs)
 
 
+@pytest.mark.slow
 def test_sweeps_started_together_never_share_a_directory(tmp_path):
     args = [
         sys.executable,
@@ -92,3 +93,54 @@ def test_sweeps_started_together_never_share_a_directory(tmp_path):
     sweeps = list(tmp_path.glob("multiruns/train/*"))
     assert len(sweeps) == 3
     assert all(sorted(p.name for p in s.iterdir() if p.is_dir()) == ["0", "1"] for s in sweeps)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_fsdp_strategy_wraps_the_decoder_layers(tmp_path, lora):
+    from lightning.pytorch.strategies import FSDPStrategy
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+    from catlit.models.lora import apply_lora
+    from catlit.training.distributed import build_strategy
+    from tests.conftest import compose_cfg
+
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=50,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        )
+    )
+    if lora:
+        model = apply_lora(model)
+    cfg = compose_cfg(tmp_path, ["trainer=fsdp"])
+    strategy = build_strategy(cfg.trainer.strategy, model)
+    assert isinstance(strategy, FSDPStrategy)
+    assert strategy.kwargs["auto_wrap_policy"]._module_classes == {LlamaDecoderLayer}
+    assert strategy._activation_checkpointing_kwargs["auto_wrap_policy"]._module_classes == {
+        LlamaDecoderLayer
+    }
+    assert strategy.kwargs["use_orig_params"] is True
+    assert build_strategy("ddp", model) == "ddp"
+
+
+@pytest.mark.slow
+def test_optuna_search_reports_the_best_trial(tmp_path):
+    cli(
+        tmp_path,
+        "hparams_search=stg_optuna",
+        "experiment=quick",
+        "hydra.sweeper.n_trials=2",
+        "trainer.max_epochs=1",
+        "callbacks=none",
+    )
+    (sweep,) = tmp_path.glob("multiruns/stg_optuna/*")
+    best = OmegaConf.load(sweep / "optimization_results.yaml")
+    trials = [json.loads((d / "metrics.json").read_text()) for d in sorted(sweep.iterdir()) if d.is_dir()]
+    assert len(trials) == 2
+    assert best.best_value == pytest.approx(max(t["val/ood/acc"] for t in trials))
+    assert {"method.alpha", "method.gamma", "method.variant"} == set(best.best_params)

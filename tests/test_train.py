@@ -43,7 +43,15 @@ def test_cat_run_writes_metrics_predictions_checkpoints_and_model(tmp_path):
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert list((run_dir / "checkpoints").glob("best-epoch*.ckpt"))
     assert (run_dir / "config.yaml").read_text().count("preset: toy") == 1
-    assert {"train/ce", "train/attn", "train/attn_ratio", "train/gamma"} <= logged_columns(run_dir)
+    assert {
+        "train/ce",
+        "train/attn",
+        "train/attn_ratio",
+        "train/gamma",
+        "probe/attn_ratio",
+    } <= logged_columns(run_dir)
+    for plot in ("attention_ratio", "attention_example_0", "attention_example_1"):
+        assert (run_dir / "plots" / f"{plot}.png").stat().st_size > 1000
     reloaded = AutoModelForCausalLM.from_pretrained(run_dir / "model")
     assert reloaded.config.model_type == "llama"
     AutoModelForCausalLM.from_pretrained(run_dir / "base_model")
@@ -95,6 +103,7 @@ def test_wandb_offline_logger_records_the_run(tmp_path):
     _, _, _, run_dir = train(tmp_path, "logger=wandb")
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    assert len(list(runs[0].glob("files/media/images/attention_*.png"))) == 3  # ratio curve + 2 heatmaps
 
 
 @pytest.mark.released_data

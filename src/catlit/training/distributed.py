@@ -50,3 +50,59 @@ def destroy_process_group() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def decoder_layer_classes(model) -> set[type]:
+    """The classes HF marks as unsplittable (`_no_split_modules`): the natural FSDP wrap units."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    names = set(getattr(base, "_no_split_modules", None) or [])
+    classes = {type(m) for m in model.modules() if type(m).__name__ in names}
+    if not classes:
+        raise ValueError(
+            f"{type(base).__name__} declares no _no_split_modules present in the model; "
+            "pass trainer.strategy.layer_classes explicitly"
+        )
+    return classes
+
+
+def fsdp_strategy(
+    model,
+    sharding_strategy: str = "FULL_SHARD",
+    activation_checkpointing: bool = True,
+    cpu_offload: bool = False,
+    layer_classes: list[str] | None = None,
+    **kwargs,
+):
+    """Lightning's FSDPStrategy, auto-wrapped on the model's decoder layers.
+
+    Activation checkpointing uses Lightning's non-reentrant wrapper (a reentrant one would give the
+    Re-Attention statistics no gradient); `use_orig_params` keeps LoRA's frozen and trainable
+    parameters in the same flat groups.
+    """
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    if layer_classes:
+        classes = {type(m) for m in model.modules() if type(m).__name__ in set(layer_classes)}
+    else:
+        classes = decoder_layer_classes(model)
+    return FSDPStrategy(
+        auto_wrap_policy=classes,
+        activation_checkpointing_policy=classes if activation_checkpointing else None,
+        sharding_strategy=sharding_strategy,
+        cpu_offload=cpu_offload,
+        use_orig_params=True,
+        **kwargs,
+    )
+
+
+def build_strategy(strategy_cfg, model):
+    """A `trainer.strategy` given as a name stays a name; a `_target_` node is instantiated, and a
+    factory that needs the model (like `fsdp_strategy`, `_partial_: true`) is called with it."""
+    from hydra.utils import instantiate
+    from lightning.pytorch.strategies import Strategy
+    from omegaconf import DictConfig
+
+    if not isinstance(strategy_cfg, DictConfig):
+        return strategy_cfg
+    strategy = instantiate(strategy_cfg)
+    return strategy if isinstance(strategy, Strategy) else strategy(model)

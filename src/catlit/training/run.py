@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from catlit.models import build_model
-from catlit.training.distributed import destroy_process_group, hydra_job_argv
+from catlit.training.distributed import build_strategy, destroy_process_group, hydra_job_argv
 from catlit.training.module import CatLitModule
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,10 @@ def run(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
 
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = _instantiate_all(cfg.get("callbacks"))
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    strategy = build_strategy(cfg.trainer.get("strategy", "auto"), model)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, logger=loggers or False, callbacks=callbacks, strategy=strategy
+    )
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
