@@ -16,9 +16,9 @@ from tests.conftest import ROOT
 SMALL = [
     "logger=csv",
     "trainer.enable_progress_bar=false",
-    "+data.params.n_val=15",
-    "+data.params.n_iid=15",
-    "+data.params.n_ood=15",
+    "++data.params.n_val=15",
+    "++data.params.n_iid=15",
+    "++data.params.n_ood=15",
     "trainer.num_sanity_val_steps=0",
 ]
 
