@@ -19,6 +19,7 @@ from catlit.annotate.prompt import PromptBuilder
 from catlit.annotate.validate import validate_links
 from catlit.data.example import CausalLink, DataError, Example
 from catlit.data.sources import STGHSource, STGSource
+from catlit.data.stg_h import CAUSAL as STGH_CAUSAL
 from tests.chat_server import PLANS, ChatServer, plan_for, row_text
 from tests.conftest import ROOT
 from tests.test_models import save_tiny_checkpoint
@@ -87,17 +88,7 @@ def test_prompt_builder_uses_demos_and_checks_the_template():
         (STGSource("released", seed=7), RulesAnnotator(["Smoking", "Weight", "Exercise"])),
         (
             STGHSource(seed=7),
-            RulesAnnotator(
-                [
-                    "Traffic volume",
-                    "Industrial output",
-                    "Construction dust",
-                    "Crop burning",
-                    "Wind speed",
-                    "Rainfall",
-                ],
-                value_only=True,
-            ),
+            RulesAnnotator(list(STGH_CAUSAL), value_only=True),
         ),
     ],
 )

@@ -98,23 +98,14 @@ def test_sweeps_started_together_never_share_a_directory(tmp_path):
 @pytest.mark.parametrize("lora", [False, True])
 def test_fsdp_strategy_wraps_the_decoder_layers(tmp_path, lora):
     from lightning.pytorch.strategies import FSDPStrategy
-    from transformers import LlamaConfig, LlamaForCausalLM
     from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
     from catlit.models.lora import apply_lora
     from catlit.training.distributed import build_strategy
     from tests.conftest import compose_cfg
+    from tests.test_reattention import tiny_llama
 
-    model = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=50,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-        )
-    )
+    model = tiny_llama("sdpa")
     if lora:
         model = apply_lora(model)
     cfg = compose_cfg(tmp_path, ["trainer=fsdp"])

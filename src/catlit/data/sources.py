@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import random
 from pathlib import Path
@@ -136,36 +137,24 @@ class JsonlSource:
 
 
 # ---- DataModule factories: what `conf/data/*.yaml` instantiate, so that source options
-# (data.preset, data.params) and loader options (data.batch_size) sit side by side. ----------------
+# (data.preset, data.params, data.train) and loader options (data.batch_size) sit side by side. ---
 
 
-def stg_datamodule(preset: str = "toy", seed: int = 0, params: dict | None = None, **loader):
+def _datamodule(source_cls, options: dict):
     from catlit.data.datamodule import CatDataModule
 
-    return CatDataModule(STGSource(preset, seed, params), **loader)
+    accepted = inspect.signature(source_cls).parameters
+    source = source_cls(**{k: v for k, v in options.items() if k in accepted})
+    return CatDataModule(source, **{k: v for k, v in options.items() if k not in accepted})
 
 
-def stg_h_datamodule(seed: int = 0, params: dict | None = None, **loader):
-    from catlit.data.datamodule import CatDataModule
-
-    return CatDataModule(STGHSource(seed, params), **loader)
+def stg_datamodule(**options):
+    return _datamodule(STGSource, options)
 
 
-def jsonl_datamodule(
-    train: str,
-    test: dict[str, str] | None = None,
-    val: dict[str, str] | None = None,
-    task: str = "exact",
-    limit: int | None = None,
-    bad_annotations: str = "raise",
-    val_fraction: float = 0.0,
-    test_fraction: float = 0.0,
-    split_seed: int = 0,
-    **loader,
-):
-    from catlit.data.datamodule import CatDataModule
+def stg_h_datamodule(**options):
+    return _datamodule(STGHSource, options)
 
-    source = JsonlSource(
-        train, val, test, task, limit, bad_annotations, val_fraction, test_fraction, split_seed
-    )
-    return CatDataModule(source, **loader)
+
+def jsonl_datamodule(**options):
+    return _datamodule(JsonlSource, options)
