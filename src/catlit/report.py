@@ -140,7 +140,7 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.set_xticks(list(x), labels, rotation=30, ha="right")
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 105)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title("IID vs OOD accuracy (mean ± std over seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
