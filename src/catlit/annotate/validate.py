@@ -4,15 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+from catlit.data.encoding import find_all
 from catlit.data.example import CausalLink, Example
-
-
-def _spans(text: str, phrase: str) -> list[tuple[int, int]]:
-    out, start = [], text.find(phrase)
-    while start != -1:
-        out.append((start, start + len(phrase)))
-        start = text.find(phrase, start + 1)
-    return out
 
 
 def validate_links(ex: Example, links: tuple[CausalLink, ...]) -> tuple[tuple[CausalLink, ...], Counter]:
@@ -21,14 +14,14 @@ def validate_links(ex: Example, links: tuple[CausalLink, ...]) -> tuple[tuple[Ca
     for link in links:
         counts["effects_proposed"] += 1
         counts["causes_proposed"] += len(link.causes)
-        effect_spans = _spans(text, link.effect)
+        effect_spans = find_all(text, link.effect)
         if not effect_spans:
             counts["effects_dropped_not_in_text"] += 1
             counts["causes_dropped_with_effect"] += len(link.causes)
             continue
         causes = []
         for cause in link.causes:
-            cause_spans = _spans(text, cause)
+            cause_spans = find_all(text, cause)
             if not cause_spans:
                 counts["causes_dropped_not_in_text"] += 1
             elif not any(ce <= es for es, _ in effect_spans for _, ce in cause_spans):

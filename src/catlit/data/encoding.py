@@ -59,7 +59,8 @@ class MaskCoverage:
         )
 
 
-def _occurrences(text: str, phrase: str) -> list[tuple[int, int]]:
+def find_all(text: str, phrase: str) -> list[tuple[int, int]]:
+    """Character spans of every occurrence of `phrase` in `text` (overlapping ones included)."""
     spans, start = [], text.find(phrase)
     while start != -1:
         spans.append((start, start + len(phrase)))
@@ -141,7 +142,7 @@ class ExampleEncoder:
         answer, answer_hit = answer_span(ex), False
         for link in ex.important:
             cov.add("effects")
-            effect_occ = _occurrences(text, link.effect)
+            effect_occ = find_all(text, link.effect)
             cov.add("effects_in_text", bool(effect_occ))
             chars: list[tuple[int, int]] = []
             # an effect at token 0 has no predicting row
@@ -154,7 +155,7 @@ class ExampleEncoder:
                 cov.miss(ex.origin, "truncated" if effect_occ else "not_in_text", link.effect)
             for cause in link.causes:
                 cov.add("causes")
-                cause_occ = _occurrences(text, cause)
+                cause_occ = find_all(text, cause)
                 cov.add("causes_in_text", bool(cause_occ))
                 cause_spans = _full_spans(offsets, cause_occ)
                 pairs = [(es, ee, cs, ce) for es, ee in effect_spans for cs, ce in cause_spans if ce <= es]

@@ -35,16 +35,18 @@ class CatLitModule(L.LightningModule):
         self.val_acc = nn.ModuleDict({n: IndexedAccuracy() for n in self.val_names})
         self.test_acc = nn.ModuleDict({n: IndexedAccuracy() for n in self.test_names})
         self.predictions: dict[str, list[dict]] = {}
+        self._total_steps = 1  # set in on_fit_start
         # Adapter-only checkpoints hold just the trainable weights; the frozen base comes from model.path.
         self.strict_loading = not is_peft(model)
 
     # ---- training -------------------------------------------------------------------------------
     def _progress(self) -> float:
-        total = max(self.trainer.estimated_stepping_batches, 1) if self._trainer else 1
-        return self.global_step / total
+        return self.global_step / self._total_steps
 
     def on_fit_start(self) -> None:
         self.method.setup(self.model)
+        # for gamma schedules; Lightning recomputes this property on every access
+        self._total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         self.method.before_forward(batch, training=True)
