@@ -103,6 +103,8 @@ def label(row: dict) -> str:
     if row["method.name"] != "cat":
         return row["method.name"]
     extra = [f"α={row['method.alpha']}", f"γ={row['method.gamma']}"]
+    if row["method.variant"] not in ("", "div"):
+        extra.append(row["method.variant"])
     if row["method.layers"] not in ("", "all"):
         extra.append(f"layers={row['method.layers']}")
     if row["method.heads"] not in ("", "all"):
