@@ -122,7 +122,6 @@ class RowAttentionCapture:
         check_checkpointing(model)
         config = _text_config(model)
         self.layer_list = self.selection.layers(config.num_hidden_layers)
-        self.n_heads = config.num_attention_heads
         attached = 0
         for module in model.modules():
             if hasattr(module, "layer_idx"):
