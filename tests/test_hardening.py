@@ -112,3 +112,30 @@ def test_embedded_model_takes_the_configured_dtype(tmp_path, stg_corpus):
     cfg = compose_cfg(tmp_path, ["model.dtype=bfloat16"])
     model, _ = build_model(cfg.model, lambda: stg_corpus)
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+
+
+def test_rows_that_cannot_train_are_dropped_and_counted(tmp_path, stg_corpus, caplog):
+    import logging
+
+    from catlit.data.encoding import ExampleEncoder
+    from catlit.data.example import CausalLink, Example
+    from catlit.models.embedded import train_tokenizer
+
+    tok = train_tokenizer(stg_corpus)
+    long_prompt = Example("Smoking: 9 " * 40 + "Answer: ", "High Risk", origin="f:1")
+    cut_answer = Example("Smoking: 9 " * 5 + "Answer: ", "Low Risk " * 30 + "\n#### High Risk", origin="f:2")
+    empty = Example("Smoking: 9 Answer: ", "  ", origin="f:3")
+    good = Example("Smoking: 9 Answer: ", "High Risk", (CausalLink("High Risk", ("Smoking: 9",)),), "f:4")
+    with pytest.raises(ValueError, match="f:1: prompt is .* data.too_long=skip"):
+        ExampleEncoder(tok, max_length=64).encode(long_prompt)
+    encoder = ExampleEncoder(tok, max_length=64, too_long="skip", training=True)
+    kept = [e for e in (long_prompt, cut_answer, empty, good) if encoder.encode(e) is not None]
+    assert kept == [good]
+    c = encoder.coverage.counts
+    assert (c["examples_too_long"], c["answers_truncated"], c["empty_target"]) == (1, 1, 1)
+    with caplog.at_level(logging.WARNING):
+        encoder.log_coverage("train")
+    for reason in ("prompt alone reaches max_length", "answer cut away by max_length", "empty target"):
+        assert f"1 row(s) dropped: {reason}" in caplog.text
+    # outside training a cut answer does not matter (the prompt is what is scored)
+    assert ExampleEncoder(tok, max_length=64).encode(cut_answer) is not None

@@ -182,3 +182,12 @@ def test_stg_h_files_preset_reads_released_format_files(tmp_path):
     assert len(dm.splits.train) == 12 and len(dm.splits.test["ood"]) == 6
     first = dm.splits.train[0]
     assert first.target.isdigit() and first.important[0].effect == f"Answer: {first.target}"
+
+
+def test_validation_never_shares_a_prompt_with_the_test_splits():
+    for source in (STGSource("toy", seed=3), STGHSource("catlit", seed=3, params={"n_train": 50})):
+        splits = source.load()
+        tested = {ex.input for rows in splits.test.values() for ex in rows}
+        for name, rows in splits.val.items():
+            assert not tested & {ex.input for ex in rows}, name
+            assert len(rows) == source.generator.n_val

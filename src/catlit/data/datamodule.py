@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from catlit.data.collate import Collator
 from catlit.data.encoding import IGNORE_INDEX, Encoded, ExampleEncoder
@@ -26,6 +27,25 @@ class EncodedSplit(Dataset):
         return i, self.encoded[i], self.examples[i].target
 
 
+class EpochSeededSampler(RandomSampler):
+    """A shuffle that is a function of (seed, epoch) only, so a resumed run sees the same order.
+
+    Lightning calls `set_epoch` before every training epoch (with the restored epoch on resume); it
+    stays a RandomSampler so that under DDP Lightning swaps in its own seeded DistributedSampler.
+    """
+
+    def __init__(self, data_source, seed: int = 0):
+        super().__init__(data_source)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        yield from torch.randperm(len(self.data_source), generator=generator).tolist()
+
+
 class CatDataModule(L.LightningDataModule):
     """Train, named val and named test splits (at least `iid` and `ood` for the STG sources).
 
@@ -43,11 +63,14 @@ class CatDataModule(L.LightningDataModule):
         num_workers: int = 0,
         max_new_tokens: int | None = None,
         with_mask: bool = True,
+        too_long: str = "raise",
+        shuffle_seed: int = 0,
     ):
         super().__init__()
         self.source, self.name, self.max_length = source, name, max_length
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
-        self.with_mask, self._max_new_tokens = with_mask, max_new_tokens
+        self.with_mask, self._max_new_tokens, self.too_long = with_mask, max_new_tokens, too_long
+        self.shuffle_seed = shuffle_seed  # train.py passes the run's seed
         self.task = getattr(source, "task", "exact")
         self.tokenizer = None
         self._splits: Splits | None = None
@@ -76,20 +99,25 @@ class CatDataModule(L.LightningDataModule):
         if self.tokenizer is None:
             raise RuntimeError("CatDataModule.setup() before set_tokenizer(): build the model first")
         splits = self.splits
-        train_encoder = ExampleEncoder(self.tokenizer, self.max_length)
-        self.train_set = EncodedSplit(splits.train, [train_encoder.encode(e) for e in splits.train])
-        train_encoder.log_coverage("train")
+        self.train_set, train_encoder = self._encode(splits.train, "train", training=True)
         self.train_coverage = train_encoder.coverage
-        self.val_sets = {k: self._encode(v, f"val/{k}") for k, v in splits.val.items()}
-        self.test_sets = {k: self._encode(v, f"test/{k}") for k, v in splits.test.items()}
+        c = train_encoder.coverage.counts
+        if self.with_mask and c["examples_annotated"] < len(self.train_set):
+            log.warning(
+                "[train] %d of %d row(s) have no `important` annotation: no Re-Attention loss on them",
+                len(self.train_set) - c["examples_annotated"],
+                len(self.train_set),
+            )
+        if not len(self.train_set):
+            raise ValueError("no training rows left after encoding (see the warnings above)")
+        self.val_sets = {k: self._encode(v, f"val/{k}")[0] for k, v in splits.val.items()}
+        self.test_sets = {k: self._encode(v, f"test/{k}")[0] for k, v in splits.test.items()}
 
-    def _encode(self, examples: list[Example], name: str) -> EncodedSplit:
-        encoder = ExampleEncoder(self.tokenizer, self.max_length)
-        encoded = [encoder.encode(e) for e in examples]
-        cut = encoder.coverage.counts["examples_truncated"]
-        if cut:
-            log.warning("[%s] %d example(s) cut to max_length=%d tokens", name, cut, self.max_length)
-        return EncodedSplit(examples, encoded)
+    def _encode(self, examples: list[Example], name: str, training: bool = False):
+        encoder = ExampleEncoder(self.tokenizer, self.max_length, too_long=self.too_long, training=training)
+        pairs = [(e, enc) for e in examples if (enc := encoder.encode(e)) is not None]
+        encoder.log_coverage(name) if training else encoder.log_drops(name)
+        return EncodedSplit([e for e, _ in pairs], [enc for _, enc in pairs]), encoder
 
     @property
     def max_new_tokens(self) -> int:
@@ -111,7 +139,10 @@ class CatDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=EpochSeededSampler(dataset, self.shuffle_seed) if shuffle else None,
+            # its own generator: starting an iterator then draws nothing from the global random
+            # stream, which a resumed run restores for dropout
+            generator=torch.Generator().manual_seed(self.shuffle_seed),
             num_workers=self.num_workers,
             collate_fn=collator,
             persistent_workers=self.num_workers > 0,

@@ -113,7 +113,20 @@ def answer_span(ex: Example) -> tuple[int, int] | None:
 class ExampleEncoder:
     """Turns Examples into `Encoded` rows for one tokenizer and max_length, counting coverage."""
 
-    def __init__(self, tokenizer, max_length: int = 256, add_eos: bool = True):
+    def __init__(
+        self,
+        tokenizer,
+        max_length: int = 256,
+        add_eos: bool = True,
+        too_long: str = "raise",
+        training: bool = False,
+    ):
+        """`too_long="skip"` drops (and counts) rows whose prompt alone reaches max_length instead of
+        raising; `training=True` also drops (and counts) rows that would train on nothing useful: an
+        empty target, or an answer that max_length cuts away."""
+        if too_long not in ("raise", "skip"):
+            raise ValueError(f"data.too_long={too_long!r}; choose 'raise' or 'skip'")
+        self.too_long, self.training = too_long, training
         if not getattr(tokenizer, "is_fast", False):
             raise TypeError(
                 f"{type(tokenizer).__name__} is not a fast tokenizer: causal masks need "
@@ -123,8 +136,13 @@ class ExampleEncoder:
         self.eos_id = tokenizer.eos_token_id if add_eos else None
         self.coverage = MaskCoverage()
 
-    def encode(self, ex: Example) -> Encoded:
+    def encode(self, ex: Example) -> Encoded | None:
+        """The encoded row, or None for a row dropped as the constructor describes (counted)."""
         prompt = ex.input.rstrip()  # the answer's leading space belongs to the answer's first token
+        if not ex.target.strip():
+            self.coverage.add("empty_target")
+            if self.training:
+                return None
         text = ex.text
         enc = self.tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
         ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
@@ -137,13 +155,20 @@ class ExampleEncoder:
             (i for i, (a, b) in enumerate(offsets) if b > len(prompt) or (i > 0 and a == b)), len(ids)
         )
         if prompt_len >= self.max_length:
+            if self.too_long == "skip":
+                self.coverage.add("examples_too_long")
+                return None
             raise ValueError(
-                f"{ex.origin}: prompt is {prompt_len} tokens, max_length={self.max_length} "
-                "leaves no room for the answer; raise data.max_length"
+                f"{ex.origin}: prompt is {prompt_len} tokens, max_length={self.max_length} leaves no "
+                "room for the answer; raise data.max_length or skip such rows with data.too_long=skip"
             )
         if len(ids) > self.max_length:
             self.coverage.add("examples_truncated")
             ids, offsets = ids[: self.max_length], offsets[: self.max_length]
+            answer = answer_span(ex)
+            if self.training and answer and max(b for _, b in offsets) < answer[1]:
+                self.coverage.add("answers_truncated")
+                return None  # the answer itself was cut: training on the rest teaches a wrong target
         labels = [IGNORE_INDEX] * prompt_len + ids[prompt_len:]
         blocks = self._blocks(ex, text, offsets)
         return Encoded(ids, labels, prompt_len, blocks, ex.origin)
@@ -214,6 +239,11 @@ class ExampleEncoder:
                 reasons,
                 "; ".join(self.coverage.unmatched),
             )
+        self.log_drops(split)
+
+    def log_drops(self, split: str) -> None:
+        """Warn about rows cut, dropped, or with an empty target (counted while encoding)."""
+        c = self.coverage.counts
         if c["examples_truncated"]:
             log.warning(
                 "[%s] %d example(s) cut to max_length=%d tokens",
@@ -221,3 +251,13 @@ class ExampleEncoder:
                 c["examples_truncated"],
                 self.max_length,
             )
+        dropped = {
+            "prompt alone reaches max_length": c["examples_too_long"],
+            "answer cut away by max_length": c["answers_truncated"],
+            "empty target": c["empty_target"] if self.training else 0,
+        }
+        for reason, n in dropped.items():
+            if n:
+                log.warning("[%s] %d row(s) dropped: %s", split, n, reason)
+        if c["empty_target"] and not self.training:
+            log.warning("[%s] %d row(s) with an empty target", split, c["empty_target"])

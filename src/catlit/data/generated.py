@@ -36,25 +36,39 @@ class Splits:
         return out
 
 
-def _draw(gen: TaskGenerator, n: int, seed: int, ood: bool, split: str) -> list[Example]:
+def _draw(
+    gen: TaskGenerator, n: int, seed: int, ood: bool, split: str, exclude: frozenset[str] = frozenset()
+) -> list[Example]:
     # One independent stream per split: changing a test size never changes the training data.
+    # Prompts in `exclude` are drawn again, so a validation split never shares a prompt with a test split.
     rng = random.Random(f"{gen.name}/{split}/{seed}")
-    rows = []
-    for i in range(n):
+    rows: list[Example] = []
+    for _ in range(50 * max(n, 1)):
+        if len(rows) == n:
+            break
         ex = gen.sample(rng, ood)
-        rows.append(Example(ex.input, ex.target, ex.important, f"{gen.name}:{split}:{i}", ex.meta))
+        if ex.input not in exclude:
+            rows.append(
+                Example(ex.input, ex.target, ex.important, f"{gen.name}:{split}:{len(rows)}", ex.meta)
+            )
+    if len(rows) < n:
+        raise ValueError(f"{gen.name}: could not draw {n} {split} rows outside the test splits")
     return rows
 
 
 def generate_splits(gen: TaskGenerator, seed: int) -> Splits:
+    """Train, val and test splits. Validation (where models and hyper-parameters are chosen, val/ood
+    included) shares no prompt with the test splits, so test/ood is never tuned on."""
+    test = {
+        "iid": _draw(gen, gen.n_iid, seed, False, "test_iid"),
+        "ood": _draw(gen, gen.n_ood, seed, True, "test_ood"),
+    }
+    held = frozenset(ex.input for rows in test.values() for ex in rows)
     return Splits(
         train=_draw(gen, gen.n_train, seed, False, "train"),
         val={
-            "iid": _draw(gen, gen.n_val, seed, False, "val_iid"),
-            "ood": _draw(gen, gen.n_val, seed, True, "val_ood"),
+            "iid": _draw(gen, gen.n_val, seed, False, "val_iid", held),
+            "ood": _draw(gen, gen.n_val, seed, True, "val_ood", held),
         },
-        test={
-            "iid": _draw(gen, gen.n_iid, seed, False, "test_iid"),
-            "ood": _draw(gen, gen.n_ood, seed, True, "test_ood"),
-        },
+        test=test,
     )

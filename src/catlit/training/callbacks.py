@@ -44,6 +44,12 @@ class AttentionReport(Callback):
         self.batch: dict | None = None
         self.history: list[tuple[int, float]] = []
 
+    def state_dict(self) -> dict:
+        return {"history": list(self.history)}  # a resumed run's ratio plot keeps the earlier epochs
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = [tuple(h) for h in state_dict.get("history", [])]
+
     def on_fit_start(self, trainer, pl_module) -> None:
         dataset = trainer.datamodule.train_set
         items = [dataset[i] for i in range(len(dataset)) if dataset.encoded[i].blocks][: self.probe_size]

@@ -11,6 +11,7 @@ from catlit.eval.metrics import IndexedAccuracy
 from catlit.eval.scoring import get_scorer
 from catlit.methods.base import Method
 from catlit.models.lora import is_peft
+from catlit.training.rng import collect_rng_states, set_rng_states
 
 
 class CatLitModule(L.LightningModule):
@@ -42,6 +43,7 @@ class CatLitModule(L.LightningModule):
         if nonfinite not in ("raise", "skip"):
             raise ValueError(f"nonfinite={nonfinite!r}; choose 'raise' or 'skip'")
         self.nonfinite, self.nonfinite_skipped = nonfinite, 0
+        self._resumed_rng: dict | None = None
 
     # ---- training -------------------------------------------------------------------------------
     def _progress(self) -> float:
@@ -169,7 +171,19 @@ class CatLitModule(L.LightningModule):
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # a resumed run continues the random streams (dropout) where the checkpointed epoch left them
+        if self._resumed_rng is not None:
+            set_rng_states(self._resumed_rng)
+            self._resumed_rng = None
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._resumed_rng = checkpoint.get("catlit_rng_states")
+        self.nonfinite_skipped = checkpoint.get("catlit_nonfinite_skipped", 0)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["catlit_rng_states"] = collect_rng_states()
+        checkpoint["catlit_nonfinite_skipped"] = self.nonfinite_skipped
         if is_peft(self.model):  # adapter-only: keep what trains, never the frozen base weights
             trainable = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}

@@ -62,7 +62,7 @@ def run(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     torch.set_float32_matmul_precision("high")
 
     method = instantiate(cfg.method)
-    datamodule = instantiate(cfg.data, with_mask=method.needs_causal_mask)
+    datamodule = instantiate(cfg.data, with_mask=method.needs_causal_mask, shuffle_seed=cfg.seed)
     model, tokenizer = build_model(
         cfg.model,
         datamodule.corpus,

@@ -1,0 +1,66 @@
+"""Kill a run anywhere, resume it, and get the uninterrupted run's weights and figures exactly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import ROOT, SMALL_DATA
+
+RUN = [
+    *SMALL_DATA,
+    "logger=csv",
+    "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=1",
+    "trainer.max_epochs=3",
+    "seed=7",
+    "+model.arch.attention_dropout=0.1",  # dropout draws random numbers: resume must continue their stream
+]
+STEPS_PER_EPOCH = 4  # 64 training rows, batch 16
+
+
+def train_py(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    args = [sys.executable, "train.py", *RUN, f"hydra.run.dir={run_dir}", *overrides]
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def final_state(run_dir: Path) -> tuple[dict, dict]:
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics.pop("time/wall_s")
+    return ckpt["state_dict"], metrics
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("into", ["same_dir", "new_dir"])
+def test_killed_and_resumed_run_equals_the_uninterrupted_one(tmp_path, into):
+    whole = tmp_path / "whole"
+    assert train_py(whole).returncode == 0
+    expected_weights, expected_metrics = final_state(whole)
+
+    killed = tmp_path / "killed"
+    # SIGKILL in the middle of the second epoch: the newest checkpoint is the first epoch's
+    result = train_py(
+        killed, "+callbacks.kill._target_=tests.faults.KillAt", f"+callbacks.kill.step={STEPS_PER_EPOCH + 2}"
+    )
+    assert result.returncode == -9, result.stderr[-2000:]
+    assert not (killed / "metrics.json").exists()
+    assert torch.load(killed / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 0
+
+    resumed = killed if into == "same_dir" else tmp_path / "resumed"
+    result = train_py(resumed, f"ckpt_path={killed / 'checkpoints' / 'last.ckpt'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    weights, metrics = final_state(resumed)
+    assert metrics == expected_metrics
+    assert weights.keys() == expected_weights.keys()
+    for name, tensor in expected_weights.items():
+        assert torch.equal(weights[name], tensor), name
+    # the best checkpoint is the same epoch, held in the resumed run's own directory
+    (best_whole,) = (whole / "checkpoints").glob("best-*.ckpt")
+    (best_resumed,) = (resumed / "checkpoints").glob("best-*.ckpt")
+    assert best_resumed.name == best_whole.name
