@@ -3,13 +3,16 @@ Hydra multirun of DDP jobs produces exactly one run per job."""
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
+from transformers import AutoModelForCausalLM
 
 from tests.conftest import ROOT
 
@@ -135,3 +138,52 @@ def test_optuna_search_reports_the_best_trial(tmp_path):
     assert len(trials) == 2
     assert best.best_value == pytest.approx(max(t["val/ood/acc"] for t in trials))
     assert {"method.alpha", "method.gamma", "method.variant"} == set(best.best_params)
+
+
+def train_losses(run_dir: Path) -> list[tuple[int, float, float]]:
+    (metrics_csv,) = run_dir.glob("csv/*/metrics.csv")
+    with metrics_csv.open() as handle:
+        rows = [r for r in csv.DictReader(handle) if r.get("train/loss")]
+    return [(int(r["step"]), float(r["train/loss"]), float(r["train/attn"])) for r in rows]
+
+
+@pytest.mark.slow
+def test_fsdp2_on_two_cpu_processes_trains_like_one_process(tmp_path):
+    """FSDP2 for real: 2 gloo processes, weights sharded, CAT loss; both ranks see the same batches,
+    so the averaged gradient is the single process's and every logged loss must match it."""
+    common = [
+        "trainer.max_epochs=2",
+        "+data.params.n_train=64",
+        "trainer.log_every_n_steps=1",
+        "method.alpha=1000",  # keeps the Re-Attention term active, so it is compared too
+    ]
+    single, sharded = tmp_path / "single", tmp_path / "fsdp2"
+    cli(tmp_path, *common, f"hydra.run.dir={single}")
+    cli(
+        tmp_path,
+        *common,
+        "trainer=fsdp2",
+        "+trainer.use_distributed_sampler=false",
+        f"hydra.run.dir={sharded}",
+    )
+    assert (sharded / "train_ddp_process_1.log").is_file()  # rank 1 ran
+    expected, got = train_losses(single), train_losses(sharded)
+    assert [s for s, _, _ in got] == [s for s, _, _ in expected] and len(got) == 8
+    assert all(attn != 0 for _, _, attn in expected), "precondition: the CAT term is active"
+    for (step, loss, attn), (_, loss_ref, attn_ref) in zip(got, expected):
+        assert loss == pytest.approx(loss_ref, rel=1e-4), step
+        assert attn == pytest.approx(attn_ref, rel=1e-4, abs=1e-6), step
+    # checkpoints and the saved model are whole (gathered from the shards), equal to the single run's
+    for name in ("checkpoints/last.ckpt",):
+        ref = torch.load(single / name, weights_only=False)["state_dict"]
+        out = torch.load(sharded / name, weights_only=False)["state_dict"]
+        assert ref.keys() == out.keys()
+        for key in ref:
+            torch.testing.assert_close(out[key], ref[key], rtol=1e-4, atol=1e-5)
+    ref_model = AutoModelForCausalLM.from_pretrained(single / "model")
+    out_model = AutoModelForCausalLM.from_pretrained(sharded / "model")
+    for (key, ref), (_, out) in zip(ref_model.state_dict().items(), out_model.state_dict().items()):
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5, msg=key)
+    a = json.loads((single / "metrics.json").read_text())
+    b = json.loads((sharded / "metrics.json").read_text())
+    assert b["test/iid/acc"] == a["test/iid/acc"] and b["test/ood/acc"] == a["test/ood/acc"]

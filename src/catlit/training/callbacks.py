@@ -71,11 +71,13 @@ class AttentionReport(Callback):
         pl_module.log("probe/attn_ratio", ratio, batch_size=1)
 
     def on_fit_end(self, trainer, pl_module) -> None:
-        if self.batch is None or not trainer.is_global_zero:
+        if self.batch is None:
+            return
+        _, attn = self._ratio(pl_module)  # on every rank: sharded weights need every rank's forward
+        if not trainer.is_global_zero:
             return
         out = Path(self.out_dir or trainer.default_root_dir) / "plots"
         out.mkdir(parents=True, exist_ok=True)
-        _, attn = self._ratio(pl_module)
         paths = [self._plot_ratio(out / "attention_ratio.png")]
         for i in range(min(self.heatmaps, attn.shape[0])):
             paths.append(

@@ -106,3 +106,32 @@ def build_strategy(strategy_cfg, model):
         return strategy_cfg
     strategy = instantiate(strategy_cfg)
     return strategy if isinstance(strategy, Strategy) else strategy(model)
+
+
+def fully_shard_model(model, mesh) -> None:
+    """FSDP2: shard every decoder layer, then the rest (embeddings, norm, head) as one root unit.
+
+    Called from LightningModule.configure_model under Lightning's ModelParallelStrategy, which runs
+    on GPUs and also on CPU processes (gloo); idempotent, since Lightning calls it for every stage.
+    """
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+
+    if isinstance(model, FSDPModule):
+        return
+    mesh = mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh
+    classes = tuple(decoder_layer_classes(model))
+    for module in model.modules():
+        if isinstance(module, classes):
+            fully_shard(module, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+
+
+def full_state_dict(model) -> dict | None:
+    """The whole model's weights on every rank (gathered from shards under FSDP2), or None unsharded."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if not isinstance(model, FSDPModule):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))

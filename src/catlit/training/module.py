@@ -11,6 +11,7 @@ from catlit.eval.metrics import IndexedAccuracy
 from catlit.eval.scoring import get_scorer
 from catlit.methods.base import Method
 from catlit.models.lora import is_peft
+from catlit.training.distributed import fully_shard_model
 from catlit.training.rng import collect_rng_states, set_rng_states
 
 
@@ -48,6 +49,10 @@ class CatLitModule(L.LightningModule):
     # ---- training -------------------------------------------------------------------------------
     def _progress(self) -> float:
         return self.global_step / self._total_steps
+
+    def configure_model(self) -> None:
+        if self.device_mesh is not None:  # ModelParallelStrategy (trainer=fsdp2): shard with FSDP2
+            fully_shard_model(self.model, self.device_mesh)
 
     def on_fit_start(self) -> None:
         self.method.setup(self.model)
@@ -93,8 +98,13 @@ class CatLitModule(L.LightningModule):
             do_sample=False,
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.tokenizer.eos_token_id,
+            # sharded weights are gathered by every rank in every forward: all ranks step together
+            synced_gpus=self._world_size() > 1,
         )
         return self.tokenizer.batch_decode(out[:, prompt_ids.shape[1] :], skip_special_tokens=True)
+
+    def _world_size(self) -> int:
+        return self.trainer.world_size if self._trainer is not None else 1
 
     def _eval_step(self, batch: dict, split: str, metrics: nn.ModuleDict, stage: str) -> None:
         bs = batch["input_ids"].shape[0]

@@ -15,7 +15,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from catlit.models import build_model
 from catlit.training.checks import check_config, check_run_dir
-from catlit.training.distributed import build_strategy, destroy_process_group, hydra_job_argv
+from catlit.training.distributed import (
+    build_strategy,
+    destroy_process_group,
+    full_state_dict,
+    hydra_job_argv,
+)
 from catlit.training.module import CatLitModule
 
 log = logging.getLogger(__name__)
@@ -114,9 +119,10 @@ def run(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
             if trainer.is_global_zero:
                 _write_predictions(out_dir, module, datamodule)
 
+    gathered = full_state_dict(module.model)  # collective under FSDP2: every rank takes part
     if trainer.is_global_zero:
         model_dir = out_dir / "model"
-        module.model.save_pretrained(model_dir)  # adapter-only for LoRA
+        module.model.save_pretrained(model_dir, state_dict=gathered)  # adapter-only for LoRA
         tokenizer.save_pretrained(model_dir)
         metrics["time/wall_s"] = round(time.time() - started, 1)
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
