@@ -23,6 +23,8 @@ PLANS = [
     ["500", "500", "fenced"],
     ["slow", "ok"],
     ["garbage", "ok"],
+    ["html", "badjson", "wrongshape", "ok"],  # 200 replies that are not chat completions
+    ["echo"],  # a 401 that echoes the request's key: failed, and the key must never be written
     ["429"],  # never recovers: the row must be reported as failed
 ]
 CAUSAL = re.compile(r"(Smoking|Weight|Exercise): (\d+)")
@@ -49,6 +51,7 @@ class ChatServer:
         self.attempts: Counter = Counter()
         self.actions: Counter = Counter()
         self.auth_headers: set[str] = set()
+        self.down = False  # True: every request gets a 503, and no attempt is counted
         self.lock = threading.Lock()
         server = self
 
@@ -60,6 +63,8 @@ class ChatServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.auth_headers.add(self.headers.get("Authorization", ""))
                 text = row_text(body["messages"])
+                if server.down:
+                    return server.send(self, 503, {"error": {"message": "injected outage"}})
                 with server.lock:
                     n = server.attempts[text]
                     server.attempts[text] += 1
@@ -83,6 +88,15 @@ class ChatServer:
         if action in ("429", "500"):
             payload = {"error": {"message": f"injected {action}", "type": "injected"}}
             return self.send(handler, int(action), payload, {"Retry-After": "0"} if action == "429" else {})
+        if action == "echo":
+            key = handler.headers.get("Authorization", "")
+            return self.send(handler, 401, {"error": {"message": f"invalid key in header {key}"}})
+        if action == "html":
+            return self.send_raw(handler, 200, b"<html><body>502 Bad Gateway</body></html>", "text/html")
+        if action == "badjson":
+            return self.send_raw(handler, 200, b'{"id": "chatcmpl-test", "choi', "application/json")
+        if action == "wrongshape":
+            return self.send(handler, 200, {"detail": "upstream busy"})
         if action == "slow":
             time.sleep(self.slow_seconds)
         content = json.dumps(annotation(text))
@@ -104,9 +118,12 @@ class ChatServer:
 
     @staticmethod
     def send(handler, status: int, payload: dict, headers: dict | None = None) -> None:
-        data = json.dumps(payload).encode()
+        ChatServer.send_raw(handler, status, json.dumps(payload).encode(), "application/json", headers)
+
+    @staticmethod
+    def send_raw(handler, status: int, data: bytes, content_type: str, headers: dict | None = None) -> None:
         handler.send_response(status)
-        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Type", content_type)
         handler.send_header("Content-Length", str(len(data)))
         for k, v in (headers or {}).items():
             handler.send_header(k, v)

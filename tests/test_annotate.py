@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -124,20 +125,29 @@ def test_openai_annotator_survives_every_injected_fault(tmp_path):
     out = read(tmp_path / "out.jsonl")
     plans = [plan_for(e.input + e.target) for e in rows]
     hopeless = sum(plan == PLANS[-1] for plan in plans)
+    echoed = sum(plan == ["echo"] for plan in plans)
     assert 0 < hopeless < 30 and {a for p in plans for a in p} == {a for p in PLANS for a in p}
     assert [r["input"] for r in out] == [e.input for e in rows]  # every row once, in order
     failed = [r for r in out if "annotation_error" in r]
-    assert len(failed) == hopeless == counts["rows_failed"]
-    assert all("RateLimitError after 3 attempts" in r["annotation_error"] for r in failed)
+    assert len(failed) == hopeless + echoed == counts["rows_failed"]
+    errors = Counter(r["annotation_error"] for r in failed)
+    assert errors["RateLimitError after 3 attempts"] == hopeless
+    # the server echoed the key into its error: the row fails, the key is never written
+    assert errors["HTTP 401: Error code: 401 - invalid key in header Bearer [redacted]"] == echoed > 0
+    assert SECRET not in (tmp_path / "out.jsonl").read_text()
+    # 200 replies that are not chat completions (HTML, cut JSON, another shape) are retried, not fatal
+    invalid = sum(plan == PLANS[5] for plan in plans)
+    assert invalid and counts["api_InvalidResponse"] == invalid and counts["api_JSONDecodeError"] == invalid
     for r, e in zip(out, rows):
         if "annotation_error" not in r:
             assert r["important"] == e.important_json()  # the invented cause was dropped
-    assert counts["causes_dropped_not_in_text"] == 30 - hopeless
-    assert counts["malformed_replies"] == sum(p == PLANS[4] for p in plans)
+    assert counts["causes_dropped_not_in_text"] == 30 - hopeless - echoed
+    # "garbage" text, and the completion without choices, are re-asked
+    assert counts["malformed_replies"] == sum(p in (PLANS[4], PLANS[5]) for p in plans)
     assert counts["api_APITimeoutError"] == sum(p == PLANS[3] for p in plans)
     assert server.auth_headers == {f"Bearer {SECRET}"}
     table = summary_table(counts)
-    assert f"| rows failed (reported in the output) | {hopeless} |" in table
+    assert f"| rows failed (reported in the output) | {hopeless + echoed} |" in table
 
 
 def test_missing_key_is_a_clear_error():
@@ -180,7 +190,9 @@ def test_resume_after_kill_neither_duplicates_nor_loses_rows(tmp_path):
     assert [r["input"] for r in out] == [e.input for e in rows]
     assert out[: len(partial)] == partial
     assert all(r["important"] or "annotation_error" in r for r in out)
-    assert f"| rows resumed (already in the output) | {len(partial)} |" in second.stdout
+    failed_before = sum("annotation_error" in r for r in partial)  # asked again by the rerun
+    assert f"| rows resumed (already in the output) | {len(partial) - failed_before} |" in second.stdout
+    assert f"| rows retried (failed in an earlier run) | {failed_before} |" in second.stdout
     for file in [*logs.rglob("*"), output, Path(f"{output}.summary.json")]:  # the key is never written
         if file.is_file():
             assert SECRET not in file.read_text(errors="ignore"), file
@@ -197,6 +209,80 @@ def test_resume_refuses_another_inputs_output_and_overwrite_keeps_a_backup(tmp_p
     assert len(read(output)) == 5
     (backup,) = tmp_path.glob("out.jsonl.bak-*")
     assert "something else" in backup.read_text()
+
+
+RULES_ID = {"annotator": {"_target_": "rules", "causal_names": ["Smoking", "Weight", "Exercise"]}}
+
+
+def test_a_rerun_asks_again_for_rows_that_failed_and_the_summary_covers_every_run(tmp_path, caplog):
+    path, rows = unannotated(tmp_path, 12)
+    output = tmp_path / "out.jsonl"
+    with ChatServer() as server:
+        server.down = True  # every request: 503
+        first = annotate_file(path, output, openai_annotator(server), identity={"run": "openai"})
+        assert first["rows_failed"] == 12 and first["output_rows_failed"] == 12
+        server.down = False
+        with caplog.at_level("INFO", logger="catlit.annotate.pipeline"):
+            second = annotate_file(path, output, openai_annotator(server), identity={"run": "openai"})
+    out = read(output)
+    assert [r["input"] for r in out] == [e.input for e in rows]  # rewritten in place, in order
+    assert second["rows_retried"] == 12 and second["rows_resumed"] == 0
+    plans = [plan_for(e.input + e.target) for e in rows]
+    still_failing = sum(plan in (["429"], ["echo"]) for plan in plans)
+    assert sum("annotation_error" in r for r in out) == still_failing == second["output_rows_failed"]
+    assert second["output_rows_annotated"] == 12 - still_failing
+    summary = json.loads(Path(f"{output}.summary.json").read_text())
+    assert [run["counts"]["rows_failed"] for run in summary["runs"]] == [12, still_failing]
+    assert summary["output"] == {
+        "rows": 12,
+        "rows_annotated": 12 - still_failing,
+        "rows_empty": 0,
+        "rows_failed": still_failing,
+    }
+    assert "asking again for 12 row(s)" in caplog.text
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_another_annotator_or_prompt_does_not_resume_and_backups_never_collide(tmp_path):
+    path, _ = unannotated(tmp_path, 5)
+    output = tmp_path / "out.jsonl"
+    rules = RulesAnnotator(["Smoking", "Weight", "Exercise"])
+    annotate_file(path, output, rules, identity=RULES_ID, limit=3)
+    meta = json.loads(Path(f"{output}.meta.json").read_text())
+    assert meta["produced_by"] == RULES_ID  # the output records who produced it
+    other = {**RULES_ID, "prompt_sha256": "0123"}
+    with pytest.raises(DataError, match="started by another annotator or prompt \\(prompt_sha256 differ"):
+        annotate_file(path, output, rules, identity=other)
+    assert len(read(output)) == 3  # untouched
+    annotate_file(path, output, rules, identity=RULES_ID)  # the same annotator resumes
+    assert len(read(output)) == 5
+    # overwrite twice within one second: two distinct backups, each with its own sidecars
+    annotate_file(path, output, rules, identity=other, overwrite=True)
+    annotate_file(path, output, rules, identity=RULES_ID, overwrite=True)
+    backups = [b for b in tmp_path.glob("out.jsonl.bak-*") if not b.name.endswith(".json")]
+    assert len(backups) == 2 and all(len(read(b)) == 5 for b in backups), backups
+    assert len(list(tmp_path.glob("out.jsonl.bak-*.meta.json"))) == 2
+
+
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_holds_it(tmp_path):
+    from catlit.annotate.pipeline import output_lock
+
+    path, _ = unannotated(tmp_path, 5)
+    output = tmp_path / "out.jsonl"
+    rules = RulesAnnotator(["Smoking", "Weight", "Exercise"])
+    busy = f"being written by another annotation run \\(pid {os.getpid()}\\)"
+    with output_lock(output), pytest.raises(DataError, match=busy):  # held as another process would
+        annotate_file(path, output, rules)
+    assert not output.exists() or not output.read_text()
+    counts = annotate_file(path, output, rules)  # released: runs
+    assert counts["output_rows_annotated"] == 5
+
+
+def test_progress_is_logged_as_rows_are_written(tmp_path, caplog):
+    path, _ = unannotated(tmp_path, 40)
+    with caplog.at_level("INFO", logger="catlit.annotate.pipeline"):
+        annotate_file(path, tmp_path / "out.jsonl", RulesAnnotator(["Smoking", "Weight", "Exercise"]))
+    assert "annotated 40/40 rows (100%)" in caplog.text
 
 
 def test_hf_annotator_with_a_tiny_local_model_writes_every_row(tmp_path, stg_corpus):

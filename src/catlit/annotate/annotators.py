@@ -10,6 +10,7 @@ Each returns one `Proposal` per example; a failure is reported in it, never rais
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import random
@@ -104,7 +105,7 @@ class OpenAIAnnotator:
                 )
         else:
             key = "unused"  # local servers that need no key
-        self.openai = openai
+        self.openai, self._secret = openai, key if api_key_env else None
         self.client = openai.AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=timeout)
         self.prompt, self.model = prompt, model
         self.concurrency, self.max_retries, self.parse_retries = concurrency, max_retries, parse_retries
@@ -123,6 +124,12 @@ class OpenAIAnnotator:
                 pass
         return min(self.backoff * 2**attempt, self.max_backoff) * (0.5 + random.random() / 2)
 
+    def redact(self, text: str) -> str:
+        """Error text with the API key removed: servers echo request headers into error messages."""
+        if self._secret:
+            text = text.replace(self._secret, "[redacted]")
+        return re.sub(r"(?i)(bearer\s+)\S+", r"\1[redacted]", text)
+
     async def _one(self, ex: Example) -> Proposal:
         counts, attempt, parse_attempt = Counter(), 0, 0
         transient = (
@@ -130,6 +137,9 @@ class OpenAIAnnotator:
             self.openai.InternalServerError,
             self.openai.APITimeoutError,
             self.openai.APIConnectionError,
+            self.openai.APIResponseValidationError,
+            json.JSONDecodeError,  # a 200 whose body is not JSON
+            InvalidResponse,  # a 200 whose body is not a chat completion
         )
         while True:
             try:
@@ -139,23 +149,45 @@ class OpenAIAnnotator:
                     temperature=self.temperature,
                     max_tokens=self.max_tokens,
                 )
+                reply = reply_text(response)
             except transient as err:
                 counts[f"api_{type(err).__name__}"] += 1
                 if attempt >= self.max_retries:
-                    return Proposal(error=f"{type(err).__name__} after {attempt + 1} attempts", counts=counts)
+                    detail = (
+                        f": {self.redact(str(err))[:200]}"
+                        if not isinstance(err, self.openai.APIError)
+                        else ""
+                    )
+                    return Proposal(
+                        error=f"{type(err).__name__} after {attempt + 1} attempts{detail}", counts=counts
+                    )
                 await asyncio.sleep(self._delay(attempt, err))
                 attempt += 1
                 continue
             except self.openai.APIStatusError as err:  # other 4xx: retrying will not help
                 counts[f"api_status_{err.status_code}"] += 1
-                return Proposal(error=f"HTTP {err.status_code}: {str(err)[:200]}", counts=counts)
-            reply = response.choices[0].message.content if response.choices else None
+                return Proposal(error=f"HTTP {err.status_code}: {self.redact(str(err))[:200]}", counts=counts)
             proposal = proposal_from_reply(reply, ex.origin)
-            proposal.counts.update(counts)
             if proposal.links is not None or parse_attempt >= self.parse_retries:
+                proposal.counts.update(counts)
                 return proposal
-            counts.update(proposal.counts)
+            counts.update(proposal.counts)  # the malformed reply; ask again
             parse_attempt += 1
+
+
+class InvalidResponse(Exception):
+    """A reply that is not a chat completion (an HTML page, a truncated or foreign JSON body)."""
+
+
+def reply_text(response) -> str | None:
+    """The assistant's text from a chat-completions response; InvalidResponse for anything else."""
+    try:
+        choices = response.choices
+        return choices[0].message.content if choices else None
+    except (AttributeError, IndexError, KeyError, TypeError) as err:
+        raise InvalidResponse(
+            f"not a chat completion ({type(response).__name__}): {str(response)[:120]!r}"
+        ) from err
 
 
 # ---- local HF model ----------------------------------------------------------------------------

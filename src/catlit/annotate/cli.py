@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -26,9 +25,21 @@ def run_annotation(cfg):
     # partial, then call: passed through instantiate, the dataclass would become a config node
     annotator = instantiate(cfg.annotator, _partial_=True)(prompt=prompt)
     output = Path(cfg.output) if cfg.output else default_output(cfg)
-    counts = annotate_file(cfg.input, output, annotator, overwrite=cfg.overwrite, limit=cfg.limit)
+    identity = {
+        "annotator": OmegaConf.to_container(cfg.annotator, resolve=True),
+        "prompt_sha256": prompt.fingerprint(),
+        "demos": len(demos),
+    }
+    counts = annotate_file(
+        cfg.input,
+        output,
+        annotator,
+        overwrite=cfg.overwrite,
+        limit=cfg.limit,
+        identity=identity,
+        retry_failed=cfg.get("retry_failed", True),
+    )
     table = summary_table(counts)
-    Path(f"{output}.summary.json").write_text(json.dumps(dict(counts), indent=2, sort_keys=True))
     print(f"\nAnnotated {cfg.input} -> {output}\n{table}\n", flush=True)
     return counts
 

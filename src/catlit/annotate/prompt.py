@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 
@@ -31,6 +32,11 @@ class PromptBuilder:
             self.template.format(input="", target="")
         except (KeyError, IndexError) as err:
             raise ValueError(f"prompt template may use only {{input}} and {{target}}: {err}") from None
+
+    def fingerprint(self) -> str:
+        """A hash of everything the annotator is shown besides the row: instructions, template, demos."""
+        text = json.dumps([self.system, self.template, self.demos], sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def messages(self, ex: Example) -> list[dict[str, str]]:
         out = [{"role": "system", "content": self.system}]
