@@ -3,6 +3,8 @@ and one clear line for a mistake."""
 
 from __future__ import annotations
 
+import csv
+import math
 import subprocess
 import sys
 
@@ -106,12 +108,33 @@ def test_non_utf8_bytes_name_file_line_and_column(tmp_path):
         read_jsonl(path)
 
 
-def test_embedded_model_takes_the_configured_dtype(tmp_path, stg_corpus):
+def test_embedded_model_takes_the_configured_dtype_with_float32_master_weights(tmp_path, stg_corpus):
     from catlit.models import build_model
 
-    cfg = compose_cfg(tmp_path, ["model.dtype=bfloat16"])
+    cfg = compose_cfg(tmp_path, ["model.dtype=bfloat16", "model.lora.enabled=true"])
     model, _ = build_model(cfg.model, lambda: stg_corpus)
-    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
+    trainable = {p.dtype for p in model.parameters() if p.requires_grad}
+    assert frozen == {torch.bfloat16}  # the base, where the memory is, in the configured dtype
+    assert trainable == {torch.float32}  # what the optimizer updates: float32 master weights
+
+
+def test_half_precision_trains_through_mixed_precision_not_raw_half_weights(tmp_path, caplog):
+    # raw float16 parameters went non-finite within 9 steps; 12 steps here must stay finite
+    with caplog.at_level("WARNING", logger="catlit.training.run"):
+        _, _, _, run_dir = train(tmp_path, "model.dtype=float16", "trainer.max_epochs=3")
+    assert "training with trainer.precision=16-mixed" in caplog.text
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float32}
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    losses = logged_losses(run_dir)
+    assert len(losses) == 12 and all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
+
+
+def logged_losses(run_dir) -> list[float]:
+    (metrics_csv,) = run_dir.glob("csv/*/metrics.csv")
+    with metrics_csv.open() as handle:
+        return [float(r["train/loss"]) for r in csv.DictReader(handle) if r.get("train/loss")]
 
 
 def test_rows_that_cannot_train_are_dropped_and_counted(tmp_path, stg_corpus, caplog):

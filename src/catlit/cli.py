@@ -36,7 +36,10 @@ def train_main() -> None:
     import hydra
     from omegaconf import DictConfig
 
+    from catlit.console import quiet_console
     from catlit.training.run import run
+
+    quiet_console()
 
     @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
     def _main(cfg: DictConfig) -> float | None:
@@ -51,7 +54,10 @@ def trace_main() -> None:
     import hydra
     from omegaconf import DictConfig
 
+    from catlit.console import quiet_console
     from catlit.tracing.run import run
+
+    quiet_console()
 
     @hydra.main(version_base="1.3", config_path=config_dir(), config_name="trace")
     def _main(cfg: DictConfig) -> float | None:

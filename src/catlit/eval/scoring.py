@@ -91,3 +91,17 @@ def get_scorer(task: str) -> Callable[[str, str], bool]:
     if task not in SCORERS:
         raise ValueError(f"no scorer for task {task!r}; known: {sorted(SCORERS)}")
     return SCORERS[task]
+
+
+def integer_error(prediction: str, target: str) -> float | None:
+    """STG_H's absolute error |first number - target|, or None when the answer holds no number."""
+    value = parse_number(first_line(prediction))
+    return None if value is None else abs(value - float(target))
+
+
+# tasks whose answers are quantities: their mean absolute error is reported beside exact match
+ERRORS: dict[str, Callable[[str, str], float | None]] = {"stg_h": integer_error}
+
+
+def get_error(task: str) -> Callable[[str, str], float | None] | None:
+    return ERRORS.get(task)

@@ -46,7 +46,31 @@ def build_model(
         model = apply_lora(model, lora.r, lora.alpha, lora.dropout, lora.get("target_modules"))
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         log.info("LoRA: %d trainable parameters", trainable)
+    keep_trainable_in_float32(model)
     model.train()  # from_pretrained returns eval mode, which would silently disable (LoRA) dropout
     total = sum(p.numel() for p in model.parameters())
     log.info("model: %s, %.2fM parameters, attention=%s", type(model).__name__, total / 1e6, attn)
     return model, tokenizer
+
+
+def keep_trainable_in_float32(model) -> None:
+    """Half-precision weights that train get a float32 master copy: an optimizer step on float16 or
+    bfloat16 weights rounds small updates away (and float16 overflows). Frozen weights (a LoRA base)
+    stay in the configured dtype, which is where the memory is; compute runs in half precision
+    through the Trainer's mixed precision (see `half_precision_plugin`)."""
+    cast = [p for p in model.parameters() if p.requires_grad and p.dtype in (torch.float16, torch.bfloat16)]
+    for param in cast:
+        param.data = param.data.float()
+    if cast:
+        log.info("%d trainable half-precision tensors kept in float32 (master weights)", len(cast))
+
+
+HALF = {"float16": "16-mixed", "bfloat16": "bf16-mixed"}
+
+
+def half_precision_plugin(model_dtype: str, trainer_precision) -> str | None:
+    """The Trainer precision that computes in `model_dtype` over float32 master weights, when the
+    trainer was left at full precision; None where nothing needs to change."""
+    if model_dtype in HALF and str(trainer_precision) in ("32", "32-true"):
+        return HALF[model_dtype]
+    return None

@@ -87,9 +87,8 @@ class AttentionReport(Callback):
             )
         for logger in trainer.loggers:
             if hasattr(logger, "log_image"):
-                logger.log_image(
-                    key="attention", images=[str(p) for p in paths], caption=[p.stem for p in paths]
-                )
+                for path in paths:  # one key each: the plots differ in size
+                    logger.log_image(key=f"attention/{path.stem}", images=[str(path)])
 
     def _plot_ratio(self, path: Path) -> Path:
         plt = _pyplot()

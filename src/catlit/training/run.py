@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from catlit.models import build_model
+from catlit.models.factory import half_precision_plugin
 from catlit.training.checks import check_config, check_run_dir
 from catlit.training.distributed import (
     build_strategy,
@@ -34,18 +35,19 @@ def _instantiate_all(section: DictConfig | None) -> list:
 
 
 def format_table(metrics: dict[str, float]) -> str:
-    """Accuracy per split as a small table: one row per stage, one column per split."""
-    rows: dict[str, dict[str, float]] = {}
+    """Accuracy (and, for quantity tasks, mean absolute error) per split: one row per stage and figure."""
+    rows: dict[tuple[str, str], dict[str, float]] = {}
     for key, value in metrics.items():
         parts = key.split("/")
-        if len(parts) == 3 and parts[2] == "acc":
-            rows.setdefault(parts[0], {})[parts[1]] = value
+        if len(parts) == 3 and parts[2] in ("acc", "mae"):
+            rows.setdefault((parts[0], parts[2]), {})[parts[1]] = value
     splits = sorted({s for r in rows.values() for s in r}, key=lambda s: (s != "iid", s))
     lines = ["| stage | " + " | ".join(splits) + " |", "|---" * (len(splits) + 1) + "|"]
     for stage in ("val", "test"):
-        if stage in rows:
-            cells = [f"{100 * rows[stage][s]:.1f}%" if s in rows[stage] else "-" for s in splits]
-            lines.append(f"| {stage} acc | " + " | ".join(cells) + " |")
+        for figure, show in (("acc", lambda v: f"{100 * v:.1f}%"), ("mae", lambda v: f"{v:.2f}")):
+            if (stage, figure) in rows:
+                cells = [show(rows[stage, figure][s]) if s in rows[stage, figure] else "-" for s in splits]
+                lines.append(f"| {stage} {figure} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -92,8 +94,18 @@ def run(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = _instantiate_all(cfg.get("callbacks"))
     strategy = build_strategy(cfg.trainer.get("strategy", "auto"), model)
+    extra = {}
+    precision = half_precision_plugin(cfg.model.dtype, cfg.trainer.get("precision", "32-true"))
+    if precision:
+        log.warning(
+            "model.dtype=%s: training with trainer.precision=%s (half-precision compute, float32 master "
+            "weights); set trainer.precision yourself to choose otherwise",
+            cfg.model.dtype,
+            precision,
+        )
+        extra["precision"] = precision
     trainer: L.Trainer = instantiate(
-        cfg.trainer, logger=loggers or False, callbacks=callbacks, strategy=strategy
+        cfg.trainer, logger=loggers or False, callbacks=callbacks, strategy=strategy, **extra
     )
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -157,4 +169,9 @@ def _finish_loggers(loggers: list) -> None:
         if type(lg).__name__ == "WandbLogger":
             import wandb
 
+            folder = wandb.run.dir.removesuffix("/files") if wandb.run else None
+            offline = wandb.run is not None and wandb.run.settings._offline
             wandb.finish()  # multirun jobs share a process: close this run before the next starts
+            if folder and rank_zero_only.rank == 0:
+                how = f"upload it with: wandb sync {folder}" if offline else "synced online"
+                print(f"wandb run: {folder} ({how})", flush=True)
