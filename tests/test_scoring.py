@@ -36,9 +36,9 @@ def test_unknown_task():
 def test_indexed_accuracy_counts_each_example_once():
     import torch
 
-    from catlit.eval.metrics import IndexedAccuracy
+    from catlit.eval.metrics import IndexedMean
 
-    metric = IndexedAccuracy()
+    metric = IndexedMean()
     metric.update(torch.tensor([0, 1, 2]), torch.tensor([1.0, 0.0, 1.0]))
     metric.update(torch.tensor([3, 0]), torch.tensor([1.0, 1.0]))  # index 0 repeated (sampler padding)
     assert metric.compute().item() == 0.75 and metric.count() == 4

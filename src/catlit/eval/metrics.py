@@ -1,8 +1,9 @@
-"""Accuracy that counts each example exactly once, across processes.
+"""A per-example mean (accuracy, absolute error, ...) that counts each example exactly once, across
+processes.
 
 Under DDP, Lightning's DistributedSampler pads every rank to the same length by repeating examples,
 so a plain mean over all scored rows would count some twice. Each rank records (example index,
-correct); the synced states are gathered and de-duplicated by index before averaging.
+value); the synced states are gathered and de-duplicated by index before averaging.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 
-class IndexedAccuracy(Metric):
+class IndexedMean(Metric):
     full_state_update = False
 
     def __init__(self, **kwargs):

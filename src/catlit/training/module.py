@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from transformers import get_scheduler
 
-from catlit.eval.metrics import IndexedAccuracy
+from catlit.eval.metrics import IndexedMean
 from catlit.eval.scoring import get_error, get_scorer
 from catlit.methods.base import Method
 from catlit.models.lora import is_peft
@@ -35,13 +35,13 @@ class CatLitModule(L.LightningModule):
         self.val_names, self.test_names = list(val_names), list(test_names)
         self.max_new_tokens = max_new_tokens
         self.optimizer_cfg, self.scheduler_cfg = dict(optimizer), dict(scheduler)
-        self.val_acc = nn.ModuleDict({n: IndexedAccuracy() for n in self.val_names})
-        self.test_acc = nn.ModuleDict({n: IndexedAccuracy() for n in self.test_names})
+        self.val_acc = nn.ModuleDict({n: IndexedMean() for n in self.val_names})
+        self.test_acc = nn.ModuleDict({n: IndexedMean() for n in self.test_names})
         # quantity tasks: mean absolute error over answers with a number, and the share without one
         self.error = get_error(task)
         keys = [f"val_{n}" for n in self.val_names] + [f"test_{n}" for n in self.test_names]
-        self.mae = nn.ModuleDict({k: IndexedAccuracy() for k in keys} if self.error else {})
-        self.no_number = nn.ModuleDict({k: IndexedAccuracy() for k in self.mae})
+        self.mae = nn.ModuleDict({k: IndexedMean() for k in keys} if self.error else {})
+        self.no_number = nn.ModuleDict({k: IndexedMean() for k in self.mae})
         self.predictions: dict[str, list[dict]] = {}
         self._total_steps = 1  # set in on_fit_start
         # Adapter-only checkpoints hold just the trainable weights; the frozen base comes from model.path.
@@ -133,21 +133,22 @@ class CatLitModule(L.LightningModule):
             prog_bar=stage == "val",
         )
         if self.error is not None:
-            self._log_error(preds, batch, f"{stage}_{split}", f"{stage}/{split}", bs)
+            self._log_error(preds, batch, stage, split, bs)
         if stage == "test":
             rows = self.predictions.setdefault(split, [])
             for i, p, t, ok in zip(batch["index"].tolist(), preds, batch["targets"], correct.tolist()):
                 rows.append({"index": i, "prediction": p, "target": t, "correct": bool(ok)})
 
-    def _log_error(self, preds: list[str], batch: dict, key: str, prefix: str, bs: int) -> None:
+    def _log_error(self, preds: list[str], batch: dict, stage: str, split: str, bs: int) -> None:
+        key = f"{stage}_{split}"
         errors = [self.error(p, t) for p, t in zip(preds, batch["targets"])]
         parsed = torch.tensor([e is not None for e in errors], device=self.device)
         values = torch.tensor([e for e in errors if e is not None], dtype=torch.float32, device=self.device)
         self.mae[key].update(batch["index"].to(self.device)[parsed], values)
         self.no_number[key].update(batch["index"], (~parsed).float())
         kw = {"batch_size": bs, "add_dataloader_idx": False}
-        self.log(f"{prefix}/mae", self.mae[key], **kw)
-        self.log(f"{prefix}/no_number", self.no_number[key], **kw)
+        self.log(f"{stage}/{split}/mae", self.mae[key], **kw)
+        self.log(f"{stage}/{split}/no_number", self.no_number[key], **kw)
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step(batch, self.val_names[dataloader_idx], self.val_acc, "val")

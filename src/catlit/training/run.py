@@ -44,7 +44,9 @@ def format_table(metrics: dict[str, float]) -> str:
     splits = sorted({s for r in rows.values() for s in r}, key=lambda s: (s != "iid", s))
     lines = ["| stage | " + " | ".join(splits) + " |", "|---" * (len(splits) + 1) + "|"]
     for stage in ("val", "test"):
-        for figure, show in (("acc", lambda v: f"{100 * v:.1f}%"), ("mae", lambda v: f"{v:.2f}")):
+        # an MAE over no answer with a number is nan: shown as "-" (the `no_number` share says why)
+        mae = lambda v: f"{v:.2f}" if v == v else "-"  # noqa: E731
+        for figure, show in (("acc", lambda v: f"{100 * v:.1f}%"), ("mae", mae)):
             if (stage, figure) in rows:
                 cells = [show(rows[stage, figure][s]) if s in rows[stage, figure] else "-" for s in splits]
                 lines.append(f"| {stage} {figure} | " + " | ".join(cells) + " |")
@@ -114,7 +116,7 @@ def run(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     with hydra_job_argv():  # DDP children join this job, not a new sweep
         best = ""
         if cfg.get("train", True):
-            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path") or None)
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             if best:  # validation figures from the weights that test uses, not the last epoch's
                 for result in trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False):
