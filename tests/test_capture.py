@@ -193,3 +193,20 @@ def test_a_model_that_bypasses_the_interface_is_reported():
 def test_eager_base_is_rejected_for_the_efficient_capture():
     with pytest.raises(ValueError, match="method.capture=eager"):
         RowAttentionCapture().attn_implementation("eager")
+
+
+@pytest.mark.parametrize("layers,heads", [("all", "all"), ("last:2", [0, 3])])
+def test_per_head_statistics_agree_and_average_to_the_mean_capture(layers, heads):
+    eager_model, _, fast_model, _ = pair("llama")
+    batch = make_batch(5)
+    eager_result = loss_and_grads(eager_model, EagerAttentionCapture(layers, heads, per_head=True), batch)
+    fast_result = loss_and_grads(fast_model, RowAttentionCapture(layers, heads, per_head=True), batch)
+    assert_same(eager_result, fast_result, atol=1e-7)
+    stats = fast_result[2]
+    n_units = (3 if layers == "all" else 2) * (4 if heads == "all" else 2)
+    assert stats.cause_sum.shape == (*batch["input_ids"].shape, n_units)
+    # the mean over (layer, head) units is the one-unit capture's statistic
+    mean = loss_and_grads(fast_model, RowAttentionCapture(layers, heads), batch)[2]
+    rows = mean.has_mask
+    assert torch.allclose(stats.cause_sum.mean(-1)[rows], mean.cause_sum[rows], atol=1e-7)
+    assert torch.allclose(stats.other_sum.mean(-1)[rows], mean.other_sum[rows], atol=1e-7)

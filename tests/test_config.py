@@ -37,7 +37,7 @@ def test_every_group_option_composes(tmp_path, group, option):
 
 def test_defaults_are_cat_on_stg_toy_with_offline_wandb(tmp_path):
     cfg = compose_cfg(tmp_path)
-    assert cfg.method.name == "cat" and cfg.data.preset == "toy" and cfg.model.path is None
+    assert cfg.method.name == "cat_share" and cfg.data.preset == "toy" and cfg.model.path is None
     assert cfg.logger.wandb.offline is True
     assert cfg.callbacks.model_checkpoint.monitor == cfg.optimized_metric == "val/iid/acc"
 

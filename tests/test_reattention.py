@@ -27,6 +27,11 @@ def spec_loss(attn, mask, pad, alpha, variant):
                 continue
             valid += 1
             a_c, a_n = attn[b, i, causes].mean(), attn[b, i, others].mean()
+            if variant == "share":  # share of the row's mass on causes below the target
+                s = attn[b, i, causes].sum() / (attn[b, i, causes].sum() + attn[b, i, others].sum())
+                if s < share_target(alpha):
+                    total = total + math.log(share_target(alpha)) - torch.log(s)
+                continue
             ratio = a_c / a_n if a_n > 0 else math.inf
             if ratio >= alpha:
                 continue
@@ -39,6 +44,11 @@ def spec_loss(attn, mask, pad, alpha, variant):
             else:
                 total = total + torch.clamp(alpha - ratio, min=0)
     return total / max(valid, 1), valid
+
+
+def share_target(alpha: float) -> float:
+    """The share variant's target drawn from the same grid as alpha: 1/3, 2/3, 50/51."""
+    return alpha / (1 + alpha)
 
 
 def random_case(seed: int, batch: int = 3, t: int = 12):
@@ -66,7 +76,7 @@ def random_case(seed: int, batch: int = 3, t: int = 12):
 def test_vectorised_matches_row_loop_values_and_gradients(variant, alpha, seed):
     attn, mask, pad = random_case(seed)
     expected, n_valid = spec_loss(attn, mask, pad, alpha, variant)
-    out = reattention_loss(row_stats(attn, mask, pad), alpha, variant)
+    out = reattention_loss(row_stats(attn, mask, pad), alpha, variant, share=share_target(alpha))
     assert int(out.valid_rows) == n_valid > 0
     assert torch.allclose(out.loss, expected, atol=1e-12, rtol=1e-10)
     if expected.requires_grad:

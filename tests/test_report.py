@@ -28,12 +28,28 @@ def test_report_means_intervals_and_gap_closed(tmp_path, capsys):
     out = capsys.readouterr().out
     # two seeds: mean ± t(0.975, 1) * std / sqrt(2) = 12.706 * 1.414 / 1.414
     assert "| stg (toy) | baseline | 2 | 99.0 ± 12.7 | 62.0 ± 25.4 | - | - |" in out
-    # gap 99 - 62 = 37 points; CAT gains 81 - 62 = 19 points of it: 51%; IID 98 vs 99
-    assert "| stg (toy) | cat α=8 γ=1.0 | 2 | 98.0 ± 12.7 | 81.0 ± 25.4 | 51% | -1.0 |" in out
+    # gap 99 - 62 = 37 points; CAT gains 81 - 62 = 19 points of it: 51%; IID 98 vs 99. Paired by
+    # seed, both seeds gain exactly 19 OOD points and lose 1 IID point: intervals of zero width
+    assert "| stg (toy) | cat α=8 γ=1.0 | 2 | 98.0 ± 12.7 | 81.0 ± 25.4 | 51% ± 0 | -1.0 ± 0.0 |" in out
     for name in ("report.md", "report.csv", "report.png"):
         assert (tmp_path / "sweep" / name).stat().st_size > 0
     header = (tmp_path / "sweep" / "report.csv").read_text().splitlines()[0].split(",")
     assert {"seeds", "gap_closed", "iid_change", "iid_ci95", "ood_ci95"} <= set(header)
+    assert {"gap_closed_ci95", "iid_change_ci95"} <= set(header)
+
+
+def test_gap_closed_interval_pairs_seeds_and_falls_back_to_welch(tmp_path, capsys):
+    for seed, (iid, ood) in enumerate([(1.0, 0.6), (1.0, 0.7), (1.0, 0.5)]):
+        fake_run(tmp_path, f"b{seed}", ["method=baseline", f"seed={seed}"], iid, ood)
+    for seed, ood in enumerate([0.7, 0.8, 0.6]):  # +10 points on every seed: paired interval 0
+        fake_run(tmp_path, f"c{seed}", ["method=cat", f"seed={seed}"], 1.0, ood)
+    for seed, ood in zip((5, 6, 7), [0.7, 0.8, 0.6]):  # the same values on other seeds: Welch's
+        fake_run(tmp_path, f"d{seed}", ["method=cat", "method.alpha=8", f"seed={seed}"], 1.0, ood)
+    assert main([str(tmp_path / "sweep")]) == 0
+    out = capsys.readouterr().out
+    assert "α=2.0 | 3 | 100.0 ± 0.0 | 70.0 ± 24.8 | 25% ± 0 | +0.0 ± 0.0 |" in out
+    # Welch: sd 10 on both sides, se = sqrt(2 * 100 / 3) = 8.16, dof 4, t = 2.776: 22.7 points / 40
+    assert "α=8 | 3 | 100.0 ± 0.0 | 70.0 ± 24.8 | 25% ± 57 | +0.0 ± 0.0 |" in out
 
 
 def test_report_never_mixes_settings_and_counts_distinct_seeds(tmp_path, capsys):

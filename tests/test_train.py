@@ -142,6 +142,11 @@ def test_default_command_learns_the_toy_task(tmp_path):
     (metrics_file,) = tmp_path.glob("runs/train/*/metrics.json")
     metrics = json.loads(metrics_file.read_text())
     assert metrics["test/iid/acc"] >= 0.9, metrics
+    # the default is catlit's CAT, and the Re-Attention loss acts: on some steps, and moving attention
+    assert OmegaConf.load(metrics_file.parent / "config.yaml").method.name == "cat_share"
+    assert 0.0 < metrics["train/attn_active_steps"] < 1.0, metrics
+    assert metrics["probe/attn_share_end"] > metrics["probe/attn_share_start"] + 0.2, metrics
+    assert "L_attn active in " in result.stdout and "attention on causes (probe" in result.stdout
 
 
 @pytest.mark.slow

@@ -6,7 +6,9 @@ places a run (paths, loggers, tags, task name); so 2-epoch smoke runs never aver
 runs, whatever the method. Repeats of one seed are averaged first, so "seeds" counts distinct seeds.
 Each cell is mean ± the 95% confidence half-width (Student's t over seeds). With a baseline on the same
 setting otherwise, each other row gets "gap closed": (OOD - OOD_base) / (IID_base - OOD_base), and
-"IID change". Writes report.md, report.csv and report.png (into --out, default the first folder).
+"IID change", each with an interval: over the per-seed differences to the baseline's run of the same
+seed where both ran the same seeds (paired; the baseline's mean gap as the unit), else Welch's.
+Writes report.md, report.csv and report.png (into --out, default the first folder).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ SPLITS = ("iid", "ood")
 # what names or places a run, never what it computes
 IGNORED = ("seed", "data.seed", "paths.", "logger.", "tags", "task_name", "hydra.", "ckpt_path")
 SHORT = {"method.alpha": "α", "method.gamma": "γ"}
-HEADLINE = {"cat": ("method.alpha", "method.gamma")}  # always in a label, varying or not
+# always in a label, varying or not
+HEADLINE = {"cat": ("method.alpha", "method.gamma"), "cat_share": ("method.share", "method.gamma")}
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
@@ -80,6 +83,20 @@ def _interval(values: list[float]) -> tuple[float, float, float]:
     return mean, std, t * std / len(values) ** 0.5
 
 
+def _difference_ci(row: dict, base: dict, split: str) -> float | None:
+    """95% half-width of mean(row) - mean(base) on `split`: paired by seed where the seeds match
+    (None with a single seed on either side: no interval)."""
+    a, b = row["per_seed"][split], base["per_seed"][split]
+    if set(a) == set(b) and len(a) > 1:
+        return _interval([a[s] - b[s] for s in a])[2]
+    if len(a) < 2 or len(b) < 2:
+        return None
+    var_a, var_b = statistics.variance(a.values()) / len(a), statistics.variance(b.values()) / len(b)
+    dof = (var_a + var_b) ** 2 / (var_a**2 / (len(a) - 1) + var_b**2 / (len(b) - 1) or 1.0)
+    t = T95.get(max(int(dof), 1), 1.96 + 2.4 / max(dof, 1.0))
+    return t * (var_a + var_b) ** 0.5
+
+
 def aggregate(runs: list[dict]) -> tuple[list[dict], list[str]]:
     keys = sorted({k for r in runs for k in r["config"]})
     varying = [k for k in keys if len({r["config"].get(k, "") for r in runs}) > 1]
@@ -102,15 +119,18 @@ def aggregate(runs: list[dict]) -> tuple[list[dict], list[str]]:
         for m in members:
             by_seed.setdefault(m["seed"], []).append(m["metrics"])
         row["seeds"] = len(by_seed)
+        row["per_seed"] = {}
         for split in SPLITS:
             key = f"test/{split}/acc"
-            per_seed = [
-                statistics.mean(100 * x[key] for x in ms)
-                for ms in by_seed.values()
+            per_seed = {
+                seed: statistics.mean(100 * x[key] for x in ms)
+                for seed, ms in by_seed.items()
                 if all(key in x for x in ms)
-            ]
+            }
+            row["per_seed"][split] = per_seed
             if per_seed:
-                row[f"{split}_mean"], row[f"{split}_std"], row[f"{split}_ci95"] = _interval(per_seed)
+                values = list(per_seed.values())
+                row[f"{split}_mean"], row[f"{split}_std"], row[f"{split}_ci95"] = _interval(values)
         rows.append(row)
     method_keys = [i for i, k in enumerate(varying) if k.startswith("method.")]
     for row in rows:  # gap closed, against the baseline whose non-method settings are the same
@@ -128,7 +148,10 @@ def aggregate(runs: list[dict]) -> tuple[list[dict], list[str]]:
             gap = base["iid_mean"] - base["ood_mean"]
             if gap > 0:
                 row["gap_closed"] = (row["ood_mean"] - base["ood_mean"]) / gap
+                ci = _difference_ci(row, base, "ood")
+                row["gap_closed_ci95"] = None if ci is None else ci / gap
             row["iid_change"] = row["iid_mean"] - base["iid_mean"]
+            row["iid_change_ci95"] = _difference_ci(row, base, "iid")
     for row in rows:  # a label names a method's headline values and what varies among its rows
         peers = [r for r in rows if r["method"] == row["method"]]
         shown = [k for k in varying if len({r.get(k, "") for r in peers}) > 1]
@@ -164,8 +187,13 @@ def markdown(rows: list[dict], varying: list[str]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        gap = f"{100 * r['gap_closed']:.0f}%" if "gap_closed" in r else "-"
-        change = f"{r['iid_change']:+.1f}" if "iid_change" in r else "-"
+        gap, change = "-", "-"
+        if "gap_closed" in r:
+            ci = r["gap_closed_ci95"]
+            gap = f"{100 * r['gap_closed']:.0f}%" + ("" if ci is None else f" ± {100 * ci:.0f}")
+        if "iid_change" in r:
+            ci = r["iid_change_ci95"]
+            change = f"{r['iid_change']:+.1f}" + ("" if ci is None else f" ± {ci:.1f}")
         cells = " | ".join(_cell(r, s) for s in SPLITS)
         lines.append(f"| {r['data']} | {label(r)} | {r['seeds']} | {cells} | {gap} | {change} |")
     return "\n".join(lines)
@@ -196,7 +224,8 @@ def plot(rows: list[dict], varying: list[str], path: Path) -> None:
 
 def write_csv(rows: list[dict], varying: list[str], path: Path) -> None:
     stats = [f"{s}_{k}" for s in SPLITS for k in ("mean", "std", "ci95")]
-    keys = ["data", "setting_label", *varying, "seeds", *stats, "gap_closed", "iid_change"]
+    keys = ["data", "setting_label", *varying, "seeds", *stats]
+    keys += ["gap_closed", "gap_closed_ci95", "iid_change", "iid_change_ci95"]
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()

@@ -113,4 +113,11 @@ class STGFamily:
             rng.shuffle(features)
         causal_set = set(self.causal_names[: self.n_causal])
         causes = tuple(f"{n}: {v}" for n, v in features if n in causal_set)
-        return Example(render(features, self.prompt), label, (CausalLink(label, causes),), meta={"ood": ood})
+        spurious_set = set(self.spurious_names[: self.n_spurious])
+        # what each feature phrase is, for analyses of where attention goes (eval.attention_mass)
+        roles = {
+            f"{n}: {v}": "cause" if n in causal_set else "spurious" if n in spurious_set else "unrelated"
+            for n, v in features
+        }
+        link = (CausalLink(label, causes),)
+        return Example(render(features, self.prompt), label, link, meta={"ood": ood, "roles": roles})

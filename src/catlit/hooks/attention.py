@@ -48,8 +48,9 @@ def _text_config(model):
 class EagerAttentionCapture:
     name = "eager"
 
-    def __init__(self, layers="all", heads="all"):
+    def __init__(self, layers="all", heads="all", per_head: bool = False):
         self.selection = LayerHeadSelection(layers, heads)
+        self.per_head = per_head
 
     def attn_implementation(self, requested: str) -> str:
         return "eager"
@@ -74,12 +75,32 @@ class EagerAttentionCapture:
                 "and flash kernels never do). CAT's eager capture needs attn_implementation='eager'."
             )
         layers = self.selection.layers(len(maps))
+        mask, pad = batch["causal_mask"], batch["attention_mask"]
+        if self.per_head:  # one unit per selected (layer, head)
+            units = []
+            for layer in layers:
+                heads = self.selection.heads(layer, maps[layer].shape[1])
+                for h in heads if heads is not None else range(maps[layer].shape[1]):
+                    units.append(row_stats(maps[layer][:, h].float(), mask, pad))
+            return stack_units(units)
         mean = torch.zeros_like(maps[0][:, 0], dtype=torch.float32)
         for layer in layers:  # accumulate: never stack L maps
             heads = self.selection.heads(layer, maps[layer].shape[1])
             layer_map = maps[layer] if heads is None else maps[layer][:, heads]
             mean = mean + layer_map.float().mean(dim=1)
-        return row_stats(mean / len(layers), batch["causal_mask"], batch["attention_mask"])
+        return row_stats(mean / len(layers), mask, pad)
+
+
+def stack_units(units: list[RowStats]) -> RowStats:
+    """Per-unit statistics (same rows, same counts) -> sums with a trailing unit axis [B, T, U]."""
+    first = units[0]
+    return RowStats(
+        cause_sum=torch.stack([u.cause_sum for u in units], -1),
+        cause_count=first.cause_count,
+        other_sum=torch.stack([u.other_sum for u in units], -1),
+        other_count=first.other_count,
+        has_mask=first.has_mask,
+    )
 
 
 @functools.cache
@@ -109,8 +130,9 @@ class RowAttentionCapture:
 
     name = "efficient"
 
-    def __init__(self, layers="all", heads="all"):
+    def __init__(self, layers="all", heads="all", per_head: bool = False):
         self.selection = LayerHeadSelection(layers, heads)
+        self.per_head = per_head
         self.bound: dict | None = None
         self.records: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.layer_list: list[int] = []
@@ -179,8 +201,12 @@ class RowAttentionCapture:
             visible = visible | ~valid[:, None, :, None]  # padded rows: finite softmax, dropped below
             probs = scores.masked_fill(~visible, float("-inf")).softmax(-1)
             heads = self.selection.heads(layer, h)
-            probs = (probs if heads is None else probs[:, heads]).mean(1)  # [B, R, T]
-            self.records[layer] = ((probs * bound["cause"]).sum(-1), (probs * bound["other"]).sum(-1))
+            probs = probs if heads is None else probs[:, heads]  # [B, H', R, T]
+            if not self.per_head:
+                probs = probs.mean(1, keepdim=True)  # the mean over heads is one unit
+            cause = (probs * bound["cause"][:, None]).sum(-1).transpose(1, 2)  # [B, R, units]
+            other = (probs * bound["other"][:, None]).sum(-1).transpose(1, 2)
+            self.records[layer] = (cause, other)
 
     @staticmethod
     def _visible(attention_mask, rows, default):
@@ -205,14 +231,21 @@ class RowAttentionCapture:
             )
         bound = self.bound
         rows, valid = bound["rows"], bound["valid"]
-        n = len(self.layer_list)
-        cause = sum(self.records[layer][0] for layer in self.layer_list) / n
-        other = sum(self.records[layer][1] for layer in self.layer_list) / n
+        if self.per_head:  # every (layer, head) its own unit
+            cause = torch.cat([self.records[layer][0] for layer in self.layer_list], -1)
+            other = torch.cat([self.records[layer][1] for layer in self.layer_list], -1)
+        else:  # the mean over layers of the per-layer head means: one unit, dropped
+            n = len(self.layer_list)
+            cause = (sum(self.records[layer][0] for layer in self.layer_list) / n)[..., 0]
+            other = (sum(self.records[layer][1] for layer in self.layer_list) / n)[..., 0]
         b, t = batch["attention_mask"].shape
 
         def scatter(values: torch.Tensor) -> torch.Tensor:
-            values = torch.where(valid, values.to(cause.dtype), 0.0)
-            return torch.zeros(b, t, dtype=cause.dtype, device=values.device).scatter_add(1, rows, values)
+            keep = valid if values.dim() == 2 else valid[..., None]
+            values = torch.where(keep, values.to(cause.dtype), 0.0)
+            index = rows if values.dim() == 2 else rows[..., None].expand_as(values)
+            zeros = torch.zeros(b, t, *values.shape[2:], dtype=cause.dtype, device=values.device)
+            return zeros.scatter_add(1, index, values)
 
         return RowStats(
             cause_sum=scatter(cause),
@@ -226,7 +259,7 @@ class RowAttentionCapture:
 CAPTURES = {"eager": EagerAttentionCapture, "efficient": RowAttentionCapture}
 
 
-def make_capture(kind: str, layers="all", heads="all"):
+def make_capture(kind: str, layers="all", heads="all", per_head: bool = False):
     if kind not in CAPTURES:
         raise ValueError(f"method.capture={kind!r} is not available; choose from {sorted(CAPTURES)}")
-    return CAPTURES[kind](layers, heads)
+    return CAPTURES[kind](layers, heads, per_head)

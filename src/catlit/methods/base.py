@@ -32,6 +32,17 @@ class Method:
     def forward_kwargs(self) -> dict:
         return {}
 
+    def state_dict(self) -> dict:
+        """What the method learned outside the model (saved in checkpoints, restored on resume)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def summary(self) -> dict[str, float]:
+        """Figures for the run's metrics.json once training ends (e.g. how often a loss term acted)."""
+        return {}
+
     def losses(
         self, outputs, batch: dict, progress: float, epoch: int
     ) -> tuple[dict[str, torch.Tensor], dict[str, float | torch.Tensor]]:

@@ -1,8 +1,10 @@
 """AttentionReport: how much attention the answer rows pay to the causes, for every method.
 
-Each training epoch it measures, on a fixed probe batch of training examples, the Re-Attention ratio
-(mean attention on cause tokens / mean on the other visible tokens, averaged over all layers and
-heads) and logs it as `probe/attn_ratio`, so baseline and CAT runs are comparable. At the end of
+Before training and after each training epoch it measures, on a fixed probe batch of training
+examples, the Re-Attention ratio (mean attention on cause tokens / mean on the other visible tokens,
+averaged over all layers and heads) and the share of the answer rows' attention mass on the causes,
+and logs them as `probe/attn_ratio` and `probe/attn_share`, so baseline and CAT runs are comparable;
+`summary()` gives the first and last of each for the run's metrics.json. At the end of
 fit it saves `plots/attention_ratio.png` (the ratio over training) and one heatmap per probe
 example, `plots/attention_example_<i>.png`, with the causal-mask blocks outlined, and logs both as
 images to wandb when a WandbLogger is attached.
@@ -16,39 +18,34 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from catlit.data.collate import Collator
+from catlit.hooks.eager import eager_attention
 from catlit.hooks.row_stats import row_stats
 from catlit.methods.reattention import reattention_loss
-
-
-def eager_attention(model, batch: dict) -> torch.Tensor:
-    """Mean attention over layers and heads [B, T, T], whatever implementation the model trains with."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    previous = base.config._attn_implementation
-    was_training = model.training
-    base.set_attn_implementation("eager")
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_attentions=True
-            )
-        return torch.stack([a.float().mean(1) for a in out.attentions]).mean(0)
-    finally:
-        base.set_attn_implementation(previous)
-        model.train(was_training)
 
 
 class AttentionReport(Callback):
     def __init__(self, probe_size: int = 16, heatmaps: int = 2, out_dir: str | None = None):
         self.probe_size, self.heatmaps, self.out_dir = probe_size, heatmaps, out_dir
         self.batch: dict | None = None
-        self.history: list[tuple[int, float]] = []
+        self.history: list[tuple[int, float, float]] = []  # (epoch, ratio, share); epoch -1: before
+        self.resumed = False
 
     def state_dict(self) -> dict:
         return {"history": list(self.history)}  # a resumed run's ratio plot keeps the earlier epochs
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.history = [tuple(h) for h in state_dict.get("history", [])]
+        self.resumed = True
+
+    def summary(self) -> dict[str, float]:
+        """The probe's ratio and share before training and after the last epoch."""
+        if len(self.history) < 2:
+            return {}
+        first, last = self.history[0], self.history[-1]
+        out = {"probe/attn_ratio_start": first[1], "probe/attn_ratio_end": last[1]}
+        if len(first) > 2 and len(last) > 2:  # histories from older checkpoints hold no share
+            out.update({"probe/attn_share_start": first[2], "probe/attn_share_end": last[2]})
+        return out
 
     def on_fit_start(self, trainer, pl_module) -> None:
         dataset = trainer.datamodule.train_set
@@ -57,23 +54,29 @@ class AttentionReport(Callback):
             self.batch = Collator(pl_module.tokenizer.pad_token_id, with_mask=True)(items)
             self.rows = [item[1] for item in items]
 
-    def _ratio(self, pl_module) -> tuple[float, torch.Tensor]:
+    def _measure(self, pl_module) -> tuple[float, float, torch.Tensor]:
         batch = {k: v.to(pl_module.device) if torch.is_tensor(v) else v for k, v in self.batch.items()}
         attn = eager_attention(pl_module.model, batch)
-        stats = row_stats(attn, batch["causal_mask"], batch["attention_mask"])
-        return float(reattention_loss(stats).ratio), attn.cpu()
+        out = reattention_loss(row_stats(attn, batch["causal_mask"], batch["attention_mask"]))
+        return float(out.ratio), float(out.share), attn.cpu()
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.batch is not None and not self.resumed:  # the untrained model's attention
+            ratio, share, _ = self._measure(pl_module)
+            self.history.append((-1, ratio, share))
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self.batch is None:
             return
-        ratio, _ = self._ratio(pl_module)
-        self.history.append((trainer.current_epoch, ratio))
+        ratio, share, _ = self._measure(pl_module)
+        self.history.append((trainer.current_epoch, ratio, share))
         pl_module.log("probe/attn_ratio", ratio, batch_size=1)
+        pl_module.log("probe/attn_share", share, batch_size=1)
 
     def on_fit_end(self, trainer, pl_module) -> None:
         if self.batch is None:
             return
-        _, attn = self._ratio(pl_module)  # on every rank: sharded weights need every rank's forward
+        *_, attn = self._measure(pl_module)  # on every rank: sharded weights need every rank's forward
         if not trainer.is_global_zero:
             return
         out = Path(self.out_dir or trainer.default_root_dir) / "plots"
@@ -93,8 +96,8 @@ class AttentionReport(Callback):
     def _plot_ratio(self, path: Path) -> Path:
         plt = _pyplot()
         fig, ax = plt.subplots(figsize=(5, 3))
-        ax.plot([e for e, _ in self.history], [r for _, r in self.history], marker="o")
-        ax.set_xlabel("epoch")
+        ax.plot([e + 1 for e, *_ in self.history], [r for _, r, *_ in self.history], marker="o")
+        ax.set_xlabel("epochs trained")
         ax.set_ylabel("attention ratio (causes / others)")
         ax.set_title("Probe attention ratio over training")
         fig.tight_layout()

@@ -208,10 +208,12 @@ class CatLitModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._resumed_rng = checkpoint.get("catlit_rng_states")
         self.nonfinite_skipped = checkpoint.get("catlit_nonfinite_skipped", 0)
+        self.method.load_state_dict(checkpoint.get("catlit_method_state", {}))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["catlit_rng_states"] = collect_rng_states()
         checkpoint["catlit_nonfinite_skipped"] = self.nonfinite_skipped
+        checkpoint["catlit_method_state"] = self.method.state_dict()
         if is_peft(self.model):  # adapter-only: keep what trains, never the frozen base weights
             trainable = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}

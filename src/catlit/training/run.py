@@ -53,6 +53,24 @@ def format_table(metrics: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def format_attention_summary(metrics: dict[str, float]) -> str:
+    """What happened to the answer rows' attention on the causes (probe batch), and how often L_attn acted."""
+    lines = []
+    if "probe/attn_ratio_start" in metrics:
+        lines.append(
+            "attention on causes (probe, mean over layers and heads): ratio "
+            f"{metrics['probe/attn_ratio_start']:.2f} -> {metrics['probe/attn_ratio_end']:.2f}"
+        )
+        if "probe/attn_share_start" in metrics:
+            lines[-1] += (
+                f", share of mass {100 * metrics['probe/attn_share_start']:.1f}% -> "
+                f"{100 * metrics['probe/attn_share_end']:.1f}%"
+            )
+    if "train/attn_active_steps" in metrics:
+        lines.append(f"L_attn active in {100 * metrics['train/attn_active_steps']:.1f}% of training steps")
+    return "".join(line + "\n" for line in lines)
+
+
 def run(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     """Train and evaluate as `cfg` says; returns (cfg.optimized_metric's value, all metrics)."""
     started = time.time()
@@ -138,12 +156,16 @@ def run(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
         model_dir = out_dir / "model"
         module.model.save_pretrained(model_dir, state_dict=gathered)  # adapter-only for LoRA
         tokenizer.save_pretrained(model_dir)
+        for source in [module.method, *callbacks]:  # e.g. how often L_attn acted, the probe's ratio
+            if hasattr(source, "summary"):
+                metrics.update(source.summary())
         metrics["time/wall_s"] = round(time.time() - started, 1)
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         weights = f"the best checkpoint ({Path(best).name})" if best else "the final weights"
         print(
             f"\nResults ({cfg.method.get('name', 'method')} on {cfg.data.get('name', 'data')}); "
-            f"run dir: {out_dir}\n{format_table(metrics)}\nval and test: {weights}\n",
+            f"run dir: {out_dir}\n{format_table(metrics)}\nval and test: {weights}\n"
+            f"{format_attention_summary(metrics)}",
             flush=True,
         )
     _finish_loggers(loggers)
