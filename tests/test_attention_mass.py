@@ -73,3 +73,8 @@ def test_cli_writes_a_table_and_a_plot_over_run_dirs(tmp_path, toy):
     assert {r.split(",")[1] for r in rows[1:]} == {"cause", "spurious", "unrelated", REST}
     assert all(r.split(",")[2] == "2" for r in rows[1:])
     assert (tmp_path / "out" / "attention_mass.png").stat().st_size > 1000
+    assert main([str(tmp_path / "sweep"), "--out", str(tmp_path / "one"), "--where", "data.seed=2"]) == 0
+    rows = (tmp_path / "one" / "attention_mass.csv").read_text().splitlines()
+    assert all(r.split(",")[2] == "1" for r in rows[1:])
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "sweep"), "--out", str(tmp_path / "none"), "--where", "data.seed=9"])

@@ -6,7 +6,8 @@ of the answer, so the causal-mask machinery itself finds the answer rows and the
 attention (eager, mean over layers and heads) of those rows is summed over each role's columns; what
 is left of each row's unit mass went to the rest of the prompt (`prompt`).
 
-    catlit-attention-mass --out docs/cat_works outputs/multiruns/cat_works/...  (run or multirun dirs)
+    catlit-attention-mass outputs/multiruns/cat_ood --out docs/cat_ood \
+        --where data.params.ood_shift=independent     (run or multirun dirs; runs grouped by method)
 """
 
 from __future__ import annotations
@@ -86,6 +87,18 @@ def run_dirs(paths: list[str]) -> list[Path]:
     return found
 
 
+def matches(run_dir: Path, where: list[str]) -> bool:
+    """Whether the run's config has every `key=value` of `where`."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    for condition in where:
+        key, _, value = condition.partition("=")
+        if str(OmegaConf.select(cfg, key)) != value:
+            return False
+    return True
+
+
 def measure_run(run_dir: Path, split: str, limit: int) -> tuple[str, dict[str, float]]:
     """(the run's method label, attention mass on `split`'s first `limit` examples)."""
     from hydra.utils import instantiate
@@ -138,9 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder for attention_mass.csv / .png")
     parser.add_argument("--split", default="ood")
     parser.add_argument("--limit", type=int, default=200, help="examples per run")
+    parser.add_argument("--where", action="append", default=[], help="keep runs whose config has key=value")
     args = parser.parse_args(argv)
     table: dict[str, dict[str, list[float]]] = {}
-    for run_dir in run_dirs(args.runs):
+    runs = [r for r in run_dirs(args.runs) if matches(r, args.where)]
+    if not runs:
+        parser.error(f"no run under {args.runs} matches {args.where}")
+    for run_dir in runs:
         label, mass = measure_run(run_dir, args.split, args.limit)
         for role, value in mass.items():
             table.setdefault(label, {}).setdefault(role, []).append(value)
