@@ -137,7 +137,8 @@ def test_optuna_search_reports_the_best_trial(tmp_path):
     trials = [json.loads((d / "metrics.json").read_text()) for d in sorted(sweep.iterdir()) if d.is_dir()]
     assert len(trials) == 2
     assert best.best_value == pytest.approx(max(t["val/ood/acc"] for t in trials))
-    assert {"method.alpha", "method.gamma", "method.variant"} == set(best.best_params)
+    searched = {"method.alpha", "method.gamma", "method.variant", "method.share", "method.layers"}
+    assert searched | {"method.per_head"} == set(best.best_params)
 
 
 def train_losses(run_dir: Path) -> list[tuple[int, float, float]]:

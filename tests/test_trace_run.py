@@ -79,7 +79,7 @@ def test_tracing_guided_cat_restricts_the_loss_to_the_traced_heads(trace_dir, tm
         assert method.capture.selection.heads(layer, 4) == heads[layer]
     with pytest.raises(ValueError, match="heads_from sets the layers"):
         CausalAttentionTuning(heads_from=str(trace_dir), layers="last:1")
-    _, _, metrics, _ = train(tmp_path, f"method.heads_from={trace_dir}")
+    _, _, metrics, _ = train(tmp_path, "method=cat", f"method.heads_from={trace_dir}")
     assert "test/ood/acc" in metrics
 
 
