@@ -73,7 +73,7 @@ def load_runs(folders: list[Path]) -> list[dict]:
     return runs
 
 
-def _interval(values: list[float]) -> tuple[float, float, float]:
+def interval(values: list[float]) -> tuple[float, float, float]:
     """mean, std, 95% half-width (0 with one value: no interval)."""
     mean = statistics.mean(values)
     if len(values) < 2:
@@ -88,7 +88,7 @@ def _difference_ci(row: dict, base: dict, split: str) -> float | None:
     (None with a single seed on either side: no interval)."""
     a, b = row["per_seed"][split], base["per_seed"][split]
     if set(a) == set(b) and len(a) > 1:
-        return _interval([a[s] - b[s] for s in a])[2]
+        return interval([a[s] - b[s] for s in a])[2]
     if len(a) < 2 or len(b) < 2:
         return None
     var_a, var_b = statistics.variance(a.values()) / len(a), statistics.variance(b.values()) / len(b)
@@ -130,7 +130,7 @@ def aggregate(runs: list[dict]) -> tuple[list[dict], list[str]]:
             row["per_seed"][split] = per_seed
             if per_seed:
                 values = list(per_seed.values())
-                row[f"{split}_mean"], row[f"{split}_std"], row[f"{split}_ci95"] = _interval(values)
+                row[f"{split}_mean"], row[f"{split}_std"], row[f"{split}_ci95"] = interval(values)
         rows.append(row)
     method_keys = [i for i, k in enumerate(varying) if k.startswith("method.")]
     for row in rows:  # gap closed, against the baseline whose non-method settings are the same

@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
-import statistics
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import torch
 from catlit.data.encoding import ExampleEncoder
 from catlit.data.example import CausalLink, Example
 from catlit.hooks.eager import eager_attention
+from catlit.report import interval
 
 REST = "prompt"
 
@@ -114,10 +113,9 @@ def measure_run(run_dir: Path, split: str, limit: int) -> tuple[str, dict[str, f
 
 
 def mean_ci(values: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of a normal 95% interval (0 for a single value)."""
-    if len(values) < 2:
-        return values[0], 0.0
-    return statistics.mean(values), 1.96 * statistics.stdev(values) / math.sqrt(len(values))
+    """Mean and the 95% half-width over runs (Student's t, as report.py; 0 for a single run)."""
+    mean, _, half_width = interval(values)
+    return mean, half_width
 
 
 def plot(table: dict[str, dict[str, list[float]]], path: Path, split: str) -> None:

@@ -75,9 +75,9 @@ class CausalAttentionTuning(Method):
         if self.alpha_mode == "absolute":
             return self.alpha
         if self.reference_ratio is None:
-            valid, ratio, _ = row_ratios(stats)
-            finite = valid & torch.isfinite(ratio)
-            self.reference_ratio = float(ratio[finite].mean()) if finite.any() else 1.0
+            rows = row_ratios(stats)
+            finite = rows.valid & torch.isfinite(rows.ratio)
+            self.reference_ratio = float(rows.ratio[finite].mean()) if finite.any() else 1.0
         return self.alpha * self.reference_ratio
 
     def state_dict(self) -> dict:

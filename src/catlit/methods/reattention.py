@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -25,6 +26,7 @@ __all__ = [
     "RATIO_VARIANTS",
     "VARIANTS",
     "ReAttentionOutput",
+    "RowMeasures",
     "RowStats",
     "reattention_loss",
     "row_ratios",
@@ -52,8 +54,16 @@ def _broadcast(stats: RowStats) -> tuple[torch.Tensor, ...]:
     return expand(stats.cause_count), expand(stats.other_count), expand(stats.has_mask)
 
 
-def row_ratios(stats: RowStats) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(valid rows, r_i, s_i): the row ratio (+inf where a_n == 0) and share of mass on causes."""
+class RowMeasures(NamedTuple):
+    valid: torch.Tensor  # rows with mask entries, causes and other tokens
+    a_c: torch.Tensor  # mean attention on the causes
+    a_n: torch.Tensor  # mean attention on the other visible tokens
+    ratio: torch.Tensor  # a_c / a_n (+inf where a_n == 0)
+    share: torch.Tensor  # share of the row's attention mass on the causes
+
+
+def row_ratios(stats: RowStats) -> RowMeasures:
+    """Per-row means, ratio and share of mass on the causes ([B, T] or [B, T, units])."""
     cause_count, other_count, has_mask = _broadcast(stats)
     valid = (has_mask & (cause_count > 0) & (other_count > 0)).expand(stats.cause_sum.shape)
     a_c = stats.cause_sum / cause_count.clamp(min=1)
@@ -63,7 +73,7 @@ def row_ratios(stats: RowStats) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     ratio = torch.where(positive, a_c / torch.where(positive, a_n, 1.0), math.inf)
     total = stats.cause_sum + stats.other_sum
     share = stats.cause_sum / torch.where(total > 0, total, 1.0)
-    return valid, ratio, share
+    return RowMeasures(valid, a_c, a_n, ratio, share)
 
 
 def reattention_loss(
@@ -71,8 +81,7 @@ def reattention_loss(
 ) -> ReAttentionOutput:
     if variant not in VARIANTS:
         raise ValueError(f"Re-Attention variant must be one of {VARIANTS}, got {variant!r}")
-    valid, ratio, row_share = row_ratios(stats)
-    cause_count, other_count, _ = _broadcast(stats)
+    valid, a_c, a_n, ratio, row_share = row_ratios(stats)
     if variant == "share":
         active = valid & (row_share < share)
         s = torch.where(active, row_share, 1.0).clamp(min=_TINY)
@@ -80,8 +89,8 @@ def reattention_loss(
     else:
         active = valid & (ratio < alpha)
         # Safe operands inside inactive rows keep NaN out of the gradients of torch.where.
-        a_c_s = torch.where(active, stats.cause_sum / cause_count.clamp(min=1), 0.0)
-        a_n_s = torch.where(active, stats.other_sum / other_count.clamp(min=1), 1.0)
+        a_c_s = torch.where(active, a_c, 0.0)
+        a_n_s = torch.where(active, a_n, 1.0)
         if variant == "div":
             per_row = -torch.log1p(a_c_s) / torch.log1p(a_n_s)
         elif variant == "div2":
