@@ -150,6 +150,16 @@ def test_openai_annotator_survives_every_injected_fault(tmp_path):
     assert f"| rows failed (reported in the output) | {hopeless + echoed} |" in table
 
 
+def test_a_malformed_row_ends_annotate_py_in_one_line(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"input": "Smoking: 3", "output": "Low Risk"}\n')
+    cmd = [sys.executable, "annotate.py", f"input={path}", f"paths.log_dir={tmp_path / 'logs'}"]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"error: {path}:1: missing field 'target'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_missing_key_is_a_clear_error():
     with pytest.raises(RuntimeError, match="CATLIT_NO_SUCH_KEY: that environment variable is not set"):
         OpenAIAnnotator(PromptBuilder(), model="m", api_key_env="CATLIT_NO_SUCH_KEY")

@@ -47,10 +47,11 @@ def run_annotation(cfg):
 def annotate_main() -> None:
     import hydra
 
-    from catlit.cli import config_dir
+    from catlit.cli import config_dir, user_errors
 
     @hydra.main(version_base="1.3", config_path=config_dir(), config_name="annotate")
     def _main(cfg) -> None:
-        run_annotation(cfg)
+        with user_errors():  # a malformed row ends the run in one line, as train.py and trace.py do
+            run_annotation(cfg)
 
     _main()
