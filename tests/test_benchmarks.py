@@ -6,6 +6,8 @@ import math
 
 import pytest
 from benchmarks.attention_capture import METHODS, bench_loss, step_worker
+from benchmarks.iclm_cost import CONFIGS as ICLM_CONFIGS
+from benchmarks.iclm_cost import step_worker as iclm_step_worker
 from benchmarks.tracing_search import SEARCHES, compare
 
 
@@ -33,3 +35,9 @@ def test_tracing_benchmark_scores_every_search_at_every_size():
     # greedy's first pick is the best single component: no other single component does better
     for name in SEARCHES:
         assert rows[0]["greedy"][0] >= rows[0][name][0] - 1e-6
+
+
+@pytest.mark.parametrize("config", ICLM_CONFIGS)
+def test_iclm_cost_worker_runs_every_configuration(config):
+    result = iclm_step_worker("tiny (2L, 64d)", config, 16, 2, "cpu", 1, True)
+    assert result["step_ms"] > 0 and math.isfinite(result["peak_mb"])

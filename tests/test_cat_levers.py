@@ -50,7 +50,7 @@ def test_relative_alpha_is_fixed_at_the_first_step_and_checkpointed():
     assert abs(threshold - 4.0 * reference) < 1e-6
     assert method.threshold(row_stats(head_a, mask)) == threshold  # later steps do not move it
     restored = CausalAttentionTuning(alpha=4.0, alpha_mode="relative")
-    restored.load_state_dict(method.state_dict())
+    restored.load_method_state(method.method_state())
     assert restored.threshold(row_stats(head_a, mask)) == threshold
 
 
@@ -70,5 +70,5 @@ def test_active_steps_are_counted_and_survive_a_checkpoint():
         method.losses(None, {}, 0.0, 0)
     assert method.summary()["train/attn_active_steps"] == 2 / 3
     restored = CausalAttentionTuning(alpha=2.0)
-    restored.load_state_dict(method.state_dict())
+    restored.load_method_state(method.method_state())
     assert restored.summary() == method.summary()

@@ -188,3 +188,32 @@ def test_fsdp2_on_two_cpu_processes_trains_like_one_process(tmp_path):
     a = json.loads((single / "metrics.json").read_text())
     b = json.loads((sharded / "metrics.json").read_text())
     assert b["test/iid/acc"] == a["test/iid/acc"] and b["test/ood/acc"] == a["test/ood/acc"]
+
+
+@pytest.mark.slow
+def test_iclm_trains_under_ddp_with_its_own_parameters(tmp_path):
+    """The router, codebook, norms and head are the method's: DDP must reduce them with the adapters
+    (sparse mode leaves a domain module without inputs on some steps: no unused-parameter error)."""
+    cli(
+        tmp_path,
+        "trainer=ddp",
+        "method=iclm",
+        "method.mode=sparse",
+        "data=acre",
+        "data.limit=48",
+        "data.batch_size=8",
+        "trainer.max_epochs=2",
+        "callbacks.model_checkpoint.save_top_k=-1",  # every epoch's checkpoint
+    )
+    (run_dir,) = tmp_path.glob("runs/train/*")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for split in ("iid", "compositional", "systematic"):
+        rows = read(run_dir / "predictions" / f"{split}.jsonl")
+        assert sorted(r["index"] for r in rows) == list(range(48))
+        assert 0 < metrics[f"test/{split}/routing_purity"] <= 1
+    first, second = (
+        torch.load(run_dir / "checkpoints" / f"best-epoch{e:02d}.ckpt", weights_only=False)["state_dict"]
+        for e in (0, 1)
+    )
+    for key in ("method.router.codebook.weight", "method.router.projector.weight", "method.head.weight"):
+        assert not torch.equal(first[key], second[key]), key  # the optimizer steps the method's weights

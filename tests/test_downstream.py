@@ -25,7 +25,7 @@ EXPECTED = {  # data option -> (task, test splits, train rows after holdout)
 @pytest.mark.parametrize("option", sorted(EXPECTED))
 def test_downstream_configs_load_the_released_files(tmp_path, released_data, option):
     cfg = compose_cfg(tmp_path, [f"data={option}", f"paths.data_dir={released_data}"])
-    dm = instantiate(cfg.data, with_mask=True)
+    dm = instantiate(cfg.data, fields=["causal_mask"])
     task, tests, n_train = EXPECTED[option]
     assert dm.task == task and dm.test_names == tests and dm.val_names == ["iid"]
     assert len(dm.splits.train) == n_train
@@ -136,7 +136,7 @@ def test_a_clone_of_the_release_works_for_every_data_option(tmp_path, released_d
     clone = release_clone(tmp_path, released_data)
     assert (clone / "GSM8k").is_dir() and not (clone / "GSM8K").exists()
     cfg = compose_cfg(tmp_path, [f"data={option}", f"paths.data_dir={clone}"])
-    dm = instantiate(cfg.data, with_mask=True)
+    dm = instantiate(cfg.data, fields=["causal_mask"])
     assert len(dm.splits.train) == EXPECTED[option][2]
 
 
@@ -144,7 +144,7 @@ def test_a_clone_of_the_release_works_for_every_data_option(tmp_path, released_d
 def test_a_missing_task_folder_says_what_was_looked_for(tmp_path):
     (tmp_path / "data" / "MAWPS").mkdir(parents=True)
     cfg = compose_cfg(tmp_path, ["data=gsm8k", f"paths.data_dir={tmp_path / 'data'}"])
-    dm = instantiate(cfg.data, with_mask=True)
+    dm = instantiate(cfg.data, fields=["causal_mask"])
     with pytest.raises(
         FileNotFoundError, match=r"looked for 'GSM8K' \(any case\) in .*data/, which holds \['MAWPS'\]"
     ):

@@ -93,7 +93,7 @@ def test_quick_experiment_works_with_every_kind_of_data(tmp_path, released_data,
     from hydra.utils import instantiate
 
     cfg = compose_cfg(tmp_path, ["experiment=quick", f"data={data}", f"paths.data_dir={released_data}"])
-    dm = instantiate(cfg.data, with_mask=True)
+    dm = instantiate(cfg.data, fields=["causal_mask"])
     sizes = dm.splits.sizes()
     assert sizes["train"] == 100 and all(0 < n <= 100 for n in sizes.values()), sizes
 

@@ -70,3 +70,27 @@ def test_report_never_mixes_settings_and_counts_distinct_seeds(tmp_path, capsys)
 def test_report_without_runs_is_an_error(tmp_path):
     with pytest.raises(SystemExit):
         main([str(tmp_path)])
+
+
+def test_report_reads_named_ood_splits_and_measures_gap_closed_on_their_mean(tmp_path, capsys):
+    def acre_run(name, overrides, iid, comp, syst):
+        cfg = compose_cfg(tmp_path / "compose" / name, ["data=acre", *overrides])
+        run = tmp_path / "sweep" / name
+        run.mkdir(parents=True)
+        OmegaConf.save(cfg, run / "config.yaml", resolve=True)
+        metrics = {"test/iid/acc": iid, "test/compositional/acc": comp, "test/systematic/acc": syst}
+        (run / "metrics.json").write_text(json.dumps(metrics))
+
+    acre_run("lora", ["method=lora"], 0.8, 0.5, 0.3)
+    acre_run("iclm", ["method=iclm"], 0.8, 0.7, 0.4)
+    assert main([str(tmp_path / "sweep")]) == 0
+    out = capsys.readouterr().out
+    assert "| IID acc | compositional acc | systematic acc | OOD mean | gap closed |" in out
+    assert "| acre | iclm mode=dense | 1 | 80.0 | 70.0 | 40.0 | 55.0 | - | - |" in out  # no baseline run
+    assert main([str(tmp_path / "sweep"), "--baseline", "lora"]) == 0
+    out = capsys.readouterr().out
+    # OOD mean: lora 40, iclm 55; gap 80 - 40 = 40 points, of which iclm closes 15: 38%
+    assert out.index("| acre | lora |") < out.index("| acre | iclm")
+    assert "| acre | iclm mode=dense | 1 | 80.0 | 70.0 | 40.0 | 55.0 | 38% | +0.0 |" in out
+    header = (tmp_path / "sweep" / "report.csv").read_text().splitlines()[0].split(",")
+    assert {"compositional_mean", "systematic_mean", "ood_mean"} <= set(header)

@@ -177,7 +177,7 @@ def test_stg_h_files_preset_reads_released_format_files(tmp_path):
                 row = {"input": ex.input, "target": int(ex.target), "important": ex.important_json()}
                 handle.write(json.dumps(row) + "\n")
     cfg = compose_cfg(tmp_path, ["data=stg_h_files", f"paths.data_dir={tmp_path}"])
-    dm = instantiate(cfg.data, with_mask=True)
+    dm = instantiate(cfg.data, fields=["causal_mask"])
     assert dm.task == "stg_h" and dm.test_names == ["iid", "ood"]
     assert len(dm.splits.train) == 12 and len(dm.splits.test["ood"]) == 6
     first = dm.splits.train[0]

@@ -8,6 +8,9 @@ Each cell is mean ± the 95% confidence half-width (Student's t over seeds). Wit
 setting otherwise, each other row gets "gap closed": (OOD - OOD_base) / (IID_base - OOD_base), and
 "IID change", each with an interval: over the per-seed differences to the baseline's run of the same
 seed where both ran the same seeds (paired; the baseline's mean gap as the unit), else Welch's.
+Test splits are read from the runs (`test/<split>/acc`): IID first, then every other split; where
+there is no split named `ood` (ACRE's compositional and systematic), "OOD" is the mean of the others
+per seed, and gap closed is measured on it.
 Writes report.md, report.csv and report.png (into --out, default the first folder).
 """
 
@@ -21,12 +24,16 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-SPLITS = ("iid", "ood")
+SPLITS = ("iid", "ood")  # the two every table has; other test splits are added as found
 # what names or places a run, never what it computes
 IGNORED = ("seed", "data.seed", "paths.", "logger.", "tags", "task_name", "hydra.", "ckpt_path")
 SHORT = {"method.alpha": "α", "method.gamma": "γ"}
 # always in a label, varying or not
-HEADLINE = {"cat": ("method.alpha", "method.gamma"), "cat_share": ("method.share", "method.gamma")}
+HEADLINE = {
+    "cat": ("method.alpha", "method.gamma"),
+    "cat_share": ("method.share", "method.gamma"),
+    "iclm": ("method.mode",),
+}
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
@@ -97,7 +104,25 @@ def _difference_ci(row: dict, base: dict, split: str) -> float | None:
     return t * (var_a + var_b) ** 0.5
 
 
-def aggregate(runs: list[dict]) -> tuple[list[dict], list[str]]:
+def test_splits(runs: list[dict]) -> list[str]:
+    """iid, the other test splits by name, and ood (measured, or the others' mean)."""
+    found = {
+        k.split("/")[1] for r in runs for k in r["metrics"] if k.startswith("test/") and k.endswith("/acc")
+    }
+    return ["iid", *sorted(found - set(SPLITS)), "ood"]
+
+
+def _with_mean_ood(metrics: dict, splits: list[str]) -> dict:
+    """A run with no `ood` split gets the mean of its non-IID splits as `test/ood/acc`."""
+    others = [f"test/{s}/acc" for s in splits if s not in SPLITS]
+    if "test/ood/acc" in metrics or not others or not all(k in metrics for k in others):
+        return metrics
+    return {**metrics, "test/ood/acc": statistics.mean(metrics[k] for k in others)}
+
+
+def aggregate(runs: list[dict], baseline: str = "baseline") -> tuple[list[dict], list[str]]:
+    splits = test_splits(runs)
+    runs = [{**r, "metrics": _with_mean_ood(r["metrics"], splits)} for r in runs]
     keys = sorted({k for r in runs for k in r["config"]})
     varying = [k for k in keys if len({r["config"].get(k, "") for r in runs}) > 1]
     groups: dict[tuple, list[dict]] = {}
@@ -120,7 +145,8 @@ def aggregate(runs: list[dict]) -> tuple[list[dict], list[str]]:
             by_seed.setdefault(m["seed"], []).append(m["metrics"])
         row["seeds"] = len(by_seed)
         row["per_seed"] = {}
-        for split in SPLITS:
+        row["splits"] = splits
+        for split in splits:
             key = f"test/{split}/acc"
             per_seed = {
                 seed: statistics.mean(100 * x[key] for x in ms)
@@ -139,7 +165,7 @@ def aggregate(runs: list[dict]) -> tuple[list[dict], list[str]]:
             (
                 b
                 for b in rows
-                if b["method"] == "baseline"
+                if b["method"] == baseline
                 and [v for i, v in enumerate(b["setting"]) if i not in method_keys] == rest
             ),
             None,
@@ -156,7 +182,7 @@ def aggregate(runs: list[dict]) -> tuple[list[dict], list[str]]:
         peers = [r for r in rows if r["method"] == row["method"]]
         shown = [k for k in varying if len({r.get(k, "") for r in peers}) > 1]
         row["label_keys"] = [*(k for k in HEADLINE.get(row["method"], ()) if k not in shown), *shown]
-    rows.sort(key=lambda r: (r["data"], r["method"] != "baseline", label(r)))
+    rows.sort(key=lambda r: (r["data"], r["method"] != baseline, label(r)))
     return rows, varying
 
 
@@ -181,10 +207,22 @@ def _cell(row: dict, split: str) -> str:
     return f"{row[f'{split}_mean']:.1f} ± {ci:.1f}" if row["seeds"] > 1 else f"{row[f'{split}_mean']:.1f}"
 
 
+def _columns(rows: list[dict]) -> list[tuple[str, str]]:
+    """(split, header) per accuracy column: IID, the named OOD splits, then OOD (or their mean)."""
+    splits = rows[0]["splits"] if rows else list(SPLITS)
+    named = [s for s in splits if s not in SPLITS]
+    return [
+        ("iid", "IID acc"),
+        *((s, f"{s} acc") for s in named),
+        ("ood", "OOD mean" if named else "OOD acc"),
+    ]
+
+
 def markdown(rows: list[dict], varying: list[str]) -> str:
+    columns = _columns(rows)
     lines = [
-        "| data | setting | seeds | IID acc | OOD acc | gap closed | IID change |",
-        "|---|---|---|---|---|---|---|",
+        "| data | setting | seeds | " + " | ".join(h for _, h in columns) + " | gap closed | IID change |",
+        "|---" * (len(columns) + 5) + "|",
     ]
     for r in rows:
         gap, change = "-", "-"
@@ -194,7 +232,7 @@ def markdown(rows: list[dict], varying: list[str]) -> str:
         if "iid_change" in r:
             ci = r["iid_change_ci95"]
             change = f"{r['iid_change']:+.1f}" + ("" if ci is None else f" ± {ci:.1f}")
-        cells = " | ".join(_cell(r, s) for s in SPLITS)
+        cells = " | ".join(_cell(r, s) for s, _ in columns)
         lines.append(f"| {r['data']} | {label(r)} | {r['seeds']} | {cells} | {gap} | {change} |")
     return "\n".join(lines)
 
@@ -208,10 +246,15 @@ def plot(rows: list[dict], varying: list[str], path: Path) -> None:
     labels = [label(r) for r in rows]
     x = range(len(rows))
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(rows)), 4))
-    for offset, split, color in ((-0.2, "iid", "#4c72b0"), (0.2, "ood", "#dd8452")):
+    columns = _columns(rows)
+    width = 0.8 / len(columns)
+    for j, (split, header) in enumerate(columns):
         means = [r.get(f"{split}_mean", 0) for r in rows]
         errors = [r.get(f"{split}_ci95", 0) for r in rows]
-        ax.bar([i + offset for i in x], means, 0.4, yerr=errors, capsize=3, label=split.upper(), color=color)
+        offset = (j - (len(columns) - 1) / 2) * width
+        ax.bar(
+            [i + offset for i in x], means, width, yerr=errors, capsize=3, label=header.removesuffix(" acc")
+        )
     ax.set_xticks(list(x), labels, rotation=30, ha="right")
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 105)
@@ -223,7 +266,7 @@ def plot(rows: list[dict], varying: list[str], path: Path) -> None:
 
 
 def write_csv(rows: list[dict], varying: list[str], path: Path) -> None:
-    stats = [f"{s}_{k}" for s in SPLITS for k in ("mean", "std", "ci95")]
+    stats = [f"{s}_{k}" for s, _ in _columns(rows) for k in ("mean", "std", "ci95")]
     keys = ["data", "setting_label", *varying, "seeds", *stats]
     keys += ["gap_closed", "gap_closed_ci95", "iid_change", "iid_change_ci95"]
     with path.open("w", newline="") as handle:
@@ -236,13 +279,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="report.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", type=Path, help="sweep (or run) directories")
     parser.add_argument("--out", type=Path, help="where report.md/.csv/.png go (default: the first folder)")
+    parser.add_argument(
+        "--baseline", default="baseline", help="the method (name) gap closed is measured against, e.g. lora"
+    )
     args = parser.parse_args(argv)
     runs = load_runs(args.folders)
     if not runs:
         parser.error(
             f"no finished runs (metrics.json + config.yaml) under {', '.join(map(str, args.folders))}"
         )
-    rows, varying = aggregate(runs)
+    rows, varying = aggregate(runs, args.baseline)
     out = args.out or args.folders[0]
     out.mkdir(parents=True, exist_ok=True)
     table = markdown(rows, varying)

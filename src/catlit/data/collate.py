@@ -16,14 +16,34 @@ def causal_mask(rows: list[Encoded], length: int) -> torch.Tensor:
     return mask
 
 
+# what a method may ask a batch for beyond input_ids / attention_mask / labels / index
+BATCH_FIELDS = {
+    "causal_mask": "[B, T, T] bool: rows predicting an effect x its cause tokens",
+    "source": "[B] long: the example's source id (data module's source_names; -1 unknown)",
+    "prompt_positions": "[B, T] bool: the prompt's tokens in the training view",
+}
+
+
+def check_fields(fields, owner: str = "method") -> frozenset[str]:
+    unknown = sorted(set(fields) - set(BATCH_FIELDS))
+    if unknown:
+        raise ValueError(
+            f"{owner} asks the batch for unknown field(s) {unknown}; known: {sorted(BATCH_FIELDS)}"
+        )
+    return frozenset(fields)
+
+
 class Collator:
-    """Builds training batches; with `with_prompts` also the generation view and target strings."""
+    """Builds training batches with the extra `fields` asked for (see BATCH_FIELDS); with
+    `with_prompts` also the generation view and target strings.
 
-    def __init__(self, pad_id: int, with_mask: bool = True, with_prompts: bool = False):
-        self.pad_id, self.with_mask, self.with_prompts = pad_id, with_mask, with_prompts
+    Items are (index, Encoded, target) or (index, Encoded, target, source id)."""
 
-    def __call__(self, items: list[tuple[int, Encoded, str]]) -> dict:
-        index, rows, targets = zip(*items)
+    def __init__(self, pad_id: int, fields=("causal_mask",), with_prompts: bool = False):
+        self.pad_id, self.fields, self.with_prompts = pad_id, check_fields(fields, "Collator"), with_prompts
+
+    def __call__(self, items: list[tuple]) -> dict:
+        index, rows, targets = (list(x) for x in zip(*(item[:3] for item in items)))
         length = max(len(r.input_ids) for r in rows)
         ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
         labels = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long)
@@ -39,8 +59,15 @@ class Collator:
             "labels": labels,
             "index": torch.tensor(index, dtype=torch.long),
         }
-        if self.with_mask:
-            batch["causal_mask"] = causal_mask(list(rows), length)
+        if "causal_mask" in self.fields:
+            batch["causal_mask"] = causal_mask(rows, length)
+        if "source" in self.fields:
+            batch["source"] = torch.tensor([item[3] if len(item) > 3 else -1 for item in items])
+        if "prompt_positions" in self.fields:
+            positions = torch.zeros((len(rows), length), dtype=torch.bool)
+            for b, r in enumerate(rows):
+                positions[b, : r.prompt_len] = True
+            batch["prompt_positions"] = positions
         if self.with_prompts:
             plen = max(r.prompt_len for r in rows)
             prompt = torch.full((len(rows), plen), self.pad_id, dtype=torch.long)

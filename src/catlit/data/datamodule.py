@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from catlit.data.collate import Collator
+from catlit.data.collate import Collator, check_fields
 from catlit.data.encoding import IGNORE_INDEX, Encoded, ExampleEncoder
 from catlit.data.example import Example
 from catlit.data.generated import Splits
@@ -17,14 +17,20 @@ log = logging.getLogger(__name__)
 
 
 class EncodedSplit(Dataset):
-    def __init__(self, examples: list[Example], encoded: list[Encoded]):
+    """Encoded rows and their examples; an item is (index, Encoded, target, source id)."""
+
+    def __init__(
+        self, examples: list[Example], encoded: list[Encoded], source_ids: dict[str, int] | None = None
+    ):
         self.examples, self.encoded = examples, encoded
+        ids = source_ids or {}
+        self.sources = [ids.get(ex.meta.get("source"), -1) for ex in examples]
 
     def __len__(self) -> int:
         return len(self.encoded)
 
-    def __getitem__(self, i: int) -> tuple[int, Encoded, str]:
-        return i, self.encoded[i], self.examples[i].target
+    def __getitem__(self, i: int) -> tuple[int, Encoded, str, int]:
+        return i, self.encoded[i], self.examples[i].target, self.sources[i]
 
 
 class EpochSeededSampler(RandomSampler):
@@ -46,11 +52,14 @@ class EpochSeededSampler(RandomSampler):
         yield from torch.randperm(len(self.data_source), generator=generator).tolist()
 
 
-class CatDataModule(L.LightningDataModule):
-    """Train, named val and named test splits (at least `iid` and `ood` for the STG sources).
+class TaskDataModule(L.LightningDataModule):
+    """Train, named val and named test splits (`iid` and `ood` for the STG sources; `iid`,
+    `compositional`, `systematic` for ACRE), for every method.
 
     The tokenizer arrives after construction (`set_tokenizer`) because the embedded default model
-    trains its tokenizer on this module's own training text.
+    trains its tokenizer on this module's own training text. `fields` are what the method asks the
+    training batches for beyond the tokens (see `catlit.data.collate.BATCH_FIELDS`); evaluation
+    batches carry the generation prompts and, where asked, `source`.
     """
 
     def __init__(
@@ -62,14 +71,15 @@ class CatDataModule(L.LightningDataModule):
         eval_batch_size: int = 64,
         num_workers: int = 0,
         max_new_tokens: int | None = None,
-        with_mask: bool = True,
+        fields=("causal_mask",),
         too_long: str = "raise",
         shuffle_seed: int = 0,
     ):
         super().__init__()
         self.source, self.name, self.max_length = source, name, max_length
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
-        self.with_mask, self._max_new_tokens, self.too_long = with_mask, max_new_tokens, too_long
+        self.fields = check_fields(fields)
+        self._max_new_tokens, self.too_long = max_new_tokens, too_long
         self.shuffle_seed = shuffle_seed  # train.py passes the run's seed
         self.task = getattr(source, "task", "exact")
         self.tokenizer = None
@@ -97,12 +107,12 @@ class CatDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         if self.tokenizer is None:
-            raise RuntimeError("CatDataModule.setup() before set_tokenizer(): build the model first")
+            raise RuntimeError("TaskDataModule.setup() before set_tokenizer(): build the model first")
         splits = self.splits
         self.train_set, train_encoder = self._encode(splits.train, "train", training=True)
         self.train_coverage = train_encoder.coverage
         c = train_encoder.coverage.counts
-        if self.with_mask and c["examples_annotated"] < len(self.train_set):
+        if "causal_mask" in self.fields and c["examples_annotated"] < len(self.train_set):
             log.warning(
                 "[train] %d of %d row(s) have no `important` annotation: no Re-Attention loss on them",
                 len(self.train_set) - c["examples_annotated"],
@@ -117,7 +127,8 @@ class CatDataModule(L.LightningDataModule):
         encoder = ExampleEncoder(self.tokenizer, self.max_length, too_long=self.too_long, training=training)
         pairs = [(e, enc) for e in examples if (enc := encoder.encode(e)) is not None]
         encoder.log_coverage(name) if training else encoder.log_drops(name)
-        return EncodedSplit([e for e, _ in pairs], [enc for _, enc in pairs]), encoder
+        examples = [e for e, _ in pairs]
+        return EncodedSplit(examples, [enc for _, enc in pairs], self.source_ids), encoder
 
     @property
     def max_new_tokens(self) -> int:
@@ -126,6 +137,15 @@ class CatDataModule(L.LightningDataModule):
         self.setup()
         longest = max(sum(t != IGNORE_INDEX for t in e.labels) for e in self.train_set.encoded)
         return longest + 2
+
+    @property
+    def source_names(self) -> list[str]:
+        """The training rows' `meta["source"]` values (an encoding, a domain, a file), sorted."""
+        return sorted({str(ex.meta["source"]) for ex in self.splits.train if "source" in ex.meta})
+
+    @property
+    def source_ids(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.source_names)}
 
     @property
     def val_names(self) -> list[str]:
@@ -149,11 +169,13 @@ class CatDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        collator = Collator(self.tokenizer.pad_token_id, with_mask=self.with_mask)
+        collator = Collator(self.tokenizer.pad_token_id, self.fields)
         return self._loader(self.train_set, self.batch_size, True, collator)
 
     def _eval_loaders(self, sets: dict[str, EncodedSplit]) -> list[DataLoader]:
-        collator = Collator(self.tokenizer.pad_token_id, with_mask=False, with_prompts=True)
+        collator = Collator(
+            self.tokenizer.pad_token_id, self.fields & {"source", "prompt_positions"}, with_prompts=True
+        )
         return [self._loader(ds, self.eval_batch_size, False, collator) for ds in sets.values()]
 
     def val_dataloader(self) -> list[DataLoader]:

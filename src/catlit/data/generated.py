@@ -36,11 +36,13 @@ class Splits:
         return out
 
 
-def _draw(
-    gen: TaskGenerator, n: int, seed: int, ood: bool, split: str, exclude: frozenset[str] = frozenset()
+def draw(
+    gen: TaskGenerator, n: int, seed: int, ood, split: str, exclude: frozenset[str] = frozenset()
 ) -> list[Example]:
-    # One independent stream per split: changing a test size never changes the training data.
-    # Prompts in `exclude` are drawn again, so a validation split never shares a prompt with a test split.
+    """`n` rows of `gen.sample(rng, ood)` (`ood`: the distribution to draw from, a flag or a name).
+
+    One independent stream per split: changing a test size never changes the training data. Prompts
+    in `exclude` are drawn again, so a validation split never shares a prompt with a test split."""
     rng = random.Random(f"{gen.name}/{split}/{seed}")
     rows: list[Example] = []
     for _ in range(50 * max(n, 1)):
@@ -60,15 +62,15 @@ def generate_splits(gen: TaskGenerator, seed: int) -> Splits:
     """Train, val and test splits. Validation (where models and hyper-parameters are chosen, val/ood
     included) shares no prompt with the test splits, so test/ood is never tuned on."""
     test = {
-        "iid": _draw(gen, gen.n_iid, seed, False, "test_iid"),
-        "ood": _draw(gen, gen.n_ood, seed, True, "test_ood"),
+        "iid": draw(gen, gen.n_iid, seed, False, "test_iid"),
+        "ood": draw(gen, gen.n_ood, seed, True, "test_ood"),
     }
     held = frozenset(ex.input for rows in test.values() for ex in rows)
     return Splits(
-        train=_draw(gen, gen.n_train, seed, False, "train"),
+        train=draw(gen, gen.n_train, seed, False, "train"),
         val={
-            "iid": _draw(gen, gen.n_val, seed, False, "val_iid", held),
-            "ood": _draw(gen, gen.n_val, seed, True, "val_ood", held),
+            "iid": draw(gen, gen.n_val, seed, False, "val_iid", held),
+            "ood": draw(gen, gen.n_val, seed, True, "val_ood", held),
         },
         test=test,
     )

@@ -8,7 +8,9 @@ import logging
 import random
 from pathlib import Path
 
-from catlit.data.generated import Splits, generate_splits
+from catlit.data.acre import ACRE, SPLIT_KINDS
+from catlit.data.evals import read_evals
+from catlit.data.generated import Splits, draw, generate_splits
 from catlit.data.jsonl import read_jsonl
 from catlit.data.stg_family import STGFamily
 from catlit.data.stg_h import STGH, ReleasedSTGH
@@ -41,7 +43,11 @@ STG_PRESETS = {
 def _with_params(generator, params: dict | None, owner: str, limit: int | None = None):
     """The generator with `params` overriding its fields, and every split capped at `limit` rows."""
     if limit is not None:
-        sizes = {k: min(getattr(generator, k), int(limit)) for k in ("n_train", "n_val", "n_iid", "n_ood")}
+        sizes = {
+            k: min(getattr(generator, k), int(limit))
+            for k in ("n_train", "n_val", "n_iid", "n_ood", "n_test")
+            if hasattr(generator, k)
+        }
         generator = dataclasses.replace(generator, **sizes)
     if not params:
         return generator
@@ -92,6 +98,63 @@ class STGHSource:
 
     def load(self) -> Splits:
         return generate_splits(self.generator, self.seed)
+
+
+class ACRESource:
+    """The ACRE-style blicket task (catlit.data.acre): train and val/iid from the training
+    distribution, test splits iid / compositional / systematic. No training or validation prompt
+    is a test prompt."""
+
+    task = "exact"
+
+    def __init__(self, seed: int = 0, params: dict | None = None, limit: int | None = None):
+        self.seed = seed
+        self.generator = _with_params(ACRE(), params, "data.params (acre)", limit)
+
+    def load(self) -> Splits:
+        gen, seed = self.generator, self.seed
+        test = {k: draw(gen, gen.n_test, seed, k, f"test_{k}") for k in SPLIT_KINDS}
+        held = frozenset(ex.input for rows in test.values() for ex in rows)
+        return Splits(
+            train=draw(gen, gen.n_train, seed, "iid", "train", held),
+            val={"iid": draw(gen, gen.n_val, seed, "iid", "val_iid", held)},
+            test=test,
+        )
+
+
+class EvalsSource:
+    """OpenAI-evals JSONL files (catlit.data.evals), one source id per file:
+    `train: {source: path}`, `val` / `test: {split: {source: path}}` (or `{split: path}`, whose
+    source is the file's stem). Without val files the first test split validates."""
+
+    def __init__(
+        self,
+        train: dict[str, str],
+        test: dict,
+        val: dict | None = None,
+        task: str = "exact",
+        limit: int | None = None,
+    ):
+        if not train or not test:
+            raise ValueError(
+                "data.train ({source: path}) and data.test ({split: {source: path}}) are required"
+            )
+        self.task, self.limit = task, limit
+        self.train, self.val, self.test = dict(train), dict(val or {}), dict(test)
+
+    def _read(self, files) -> list:
+        if isinstance(files, str):
+            files = {Path(files).stem: files}
+        return [ex for source, path in files.items() for ex in read_evals(path, source, self.limit)]
+
+    def load(self) -> Splits:
+        test = {split: self._read(files) for split, files in self.test.items() if files}
+        val = {split: self._read(files) for split, files in self.val.items() if files}
+        if not val:
+            name = next(iter(test))
+            log.info("no data.val files: validating on test split %r", name)
+            val = {name: test[name]}
+        return Splits(train=self._read(self.train), val=val, test=test)
 
 
 class JsonlSource:
@@ -158,11 +221,11 @@ class JsonlSource:
 
 
 def _datamodule(source_cls, options: dict):
-    from catlit.data.datamodule import CatDataModule
+    from catlit.data.datamodule import TaskDataModule
 
     accepted = inspect.signature(source_cls).parameters
     source = source_cls(**{k: v for k, v in options.items() if k in accepted})
-    return CatDataModule(source, **{k: v for k, v in options.items() if k not in accepted})
+    return TaskDataModule(source, **{k: v for k, v in options.items() if k not in accepted})
 
 
 def stg_datamodule(**options):
@@ -175,3 +238,11 @@ def stg_h_datamodule(**options):
 
 def jsonl_datamodule(**options):
     return _datamodule(JsonlSource, options)
+
+
+def acre_datamodule(**options):
+    return _datamodule(ACRESource, options)
+
+
+def evals_datamodule(**options):
+    return _datamodule(EvalsSource, options)

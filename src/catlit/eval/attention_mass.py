@@ -105,7 +105,7 @@ def measure_run(run_dir: Path, split: str, limit: int) -> tuple[str, dict[str, f
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cfg = OmegaConf.load(run_dir / "config.yaml")
-    datamodule = instantiate(cfg.data, with_mask=False, shuffle_seed=0)
+    datamodule = instantiate(cfg.data, fields=[], shuffle_seed=0)
     examples = datamodule.splits.test[split][:limit]
     model = AutoModelForCausalLM.from_pretrained(run_dir / "model")
     tokenizer = AutoTokenizer.from_pretrained(run_dir / "model")

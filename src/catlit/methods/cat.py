@@ -15,7 +15,7 @@ ALPHA_MODES = ("absolute", "relative")
 
 class CausalAttentionTuning(Method):
     name = "cat"
-    needs_causal_mask = True
+    batch_fields = frozenset({"causal_mask"})
 
     def __init__(
         self,
@@ -80,11 +80,11 @@ class CausalAttentionTuning(Method):
             self.reference_ratio = float(rows.ratio[finite].mean()) if finite.any() else 1.0
         return self.alpha * self.reference_ratio
 
-    def state_dict(self) -> dict:
+    def method_state(self) -> dict:
         active = int(self.active_steps)
         return {"reference_ratio": self.reference_ratio, "steps": self.steps, "active_steps": active}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_method_state(self, state: dict) -> None:
         self.reference_ratio = state.get("reference_ratio")
         self.steps, self.active_steps = state.get("steps", 0), torch.tensor(state.get("active_steps", 0))
 

@@ -18,3 +18,12 @@ def apply_lora(model, r: int = 8, alpha: int = 16, dropout: float = 0.05, target
 
 def is_peft(model) -> bool:
     return hasattr(model, "peft_config")
+
+
+def refuse_second_lora_owner(model, method: str) -> None:
+    """LoRA has one owner: the model group (`model.lora`) or a method that builds its own adapters."""
+    if is_peft(model):
+        raise ValueError(
+            f"method={method} builds its own LoRA adapters on the base model: set model.lora.enabled=false "
+            "(the method's config holds r, alpha, dropout and target modules)"
+        )

@@ -7,7 +7,8 @@ and logs them as `probe/attn_ratio` and `probe/attn_share`, so baseline and CAT 
 `summary()` gives the first and last of each for the run's metrics.json. At the end of
 fit it saves `plots/attention_ratio.png` (the ratio over training) and one heatmap per probe
 example, `plots/attention_example_<i>.png`, with the causal-mask blocks outlined, and logs both as
-images to wandb when a WandbLogger is attached.
+images to wandb when a WandbLogger is attached. A method whose predictions do not come from the
+model's own forward pass (`Method.single_pass = False`: ICLM's several adapters) is not probed.
 """
 
 from __future__ import annotations
@@ -48,10 +49,12 @@ class AttentionReport(Callback):
         return out
 
     def on_fit_start(self, trainer, pl_module) -> None:
+        if not getattr(pl_module.method, "single_pass", True):
+            return
         dataset = trainer.datamodule.train_set
         items = [dataset[i] for i in range(len(dataset)) if dataset.encoded[i].blocks][: self.probe_size]
         if items:
-            self.batch = Collator(pl_module.tokenizer.pad_token_id, with_mask=True)(items)
+            self.batch = Collator(pl_module.tokenizer.pad_token_id, ["causal_mask"])(items)
             self.rows = [item[1] for item in items]
 
     def _measure(self, pl_module) -> tuple[float, float, torch.Tensor]:

@@ -15,7 +15,10 @@ from catlit.training.distributed import fully_shard_model
 from catlit.training.rng import collect_rng_states, set_rng_states
 
 
-class CatLitModule(L.LightningModule):
+class TaskModule(L.LightningModule):
+    """The LightningModule every method trains with. A method that is an `nn.Module` (it owns
+    parameters) becomes a submodule here, so its parameters reach the optimizer, DDP and checkpoints."""
+
     def __init__(
         self,
         model,
@@ -57,6 +60,11 @@ class CatLitModule(L.LightningModule):
 
     def configure_model(self) -> None:
         if self.device_mesh is not None:  # ModelParallelStrategy (trainer=fsdp2): shard with FSDP2
+            if isinstance(self.method, nn.Module) and any(True for _ in self.method.parameters()):
+                raise ValueError(
+                    f"method={self.method.name} owns parameters outside the model, which trainer=fsdp2 "
+                    "(FSDP2 over the model's layers) does not shard or synchronise: use trainer=ddp or fsdp"
+                )
             fully_shard_model(self.model, self.device_mesh)
 
     def on_fit_start(self) -> None:
@@ -65,13 +73,7 @@ class CatLitModule(L.LightningModule):
         self._total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        self.method.before_forward(batch, training=True)
-        outputs = self.model(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            labels=batch["labels"],
-            **self.method.forward_kwargs(),
-        )
+        outputs = self.method.forward(self.model, batch, "train")
         terms, logs = self.method.losses(outputs, batch, self._progress(), self.current_epoch)
         loss = outputs.loss + sum(terms.values())
         bs = batch["input_ids"].shape[0]
@@ -94,11 +96,23 @@ class CatLitModule(L.LightningModule):
         return loss
 
     # ---- evaluation -----------------------------------------------------------------------------
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch_metrics("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def _log_epoch_metrics(self, stage: str) -> None:
+        for key, value in self.method.epoch_metrics(stage).items():
+            self.log(key, float(value), sync_dist=False)
+
     @torch.no_grad()
-    def generate(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> list[str]:
-        out = self.model.generate(
-            input_ids=prompt_ids,
-            attention_mask=prompt_mask,
+    def generate(self, batch: dict, stage: str = "test/iid") -> list[str]:
+        prompt_ids = batch["prompt_ids"]
+        out = self.method.generate(
+            self.model,
+            batch,
+            stage,
             max_new_tokens=self.max_new_tokens,
             do_sample=False,
             pad_token_id=self.tokenizer.pad_token_id,
@@ -113,12 +127,9 @@ class CatLitModule(L.LightningModule):
 
     def _eval_step(self, batch: dict, split: str, metrics: nn.ModuleDict, stage: str) -> None:
         bs = batch["input_ids"].shape[0]
-        self.method.before_forward(batch, training=False)
-        ce = self.model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
-        ).loss
+        ce = self.method.forward(self.model, batch, f"{stage}/{split}").loss
         self.log(f"{stage}/{split}/ce", ce, batch_size=bs, add_dataloader_idx=False)
-        preds = self.generate(batch["prompt_ids"], batch["prompt_mask"])
+        preds = self.generate(batch, f"{stage}/{split}")
         correct = torch.tensor(
             [self.scorer(p, t) for p, t in zip(preds, batch["targets"])],
             dtype=torch.float32,
@@ -161,6 +172,7 @@ class CatLitModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         """Each rank scored a shard: gather the predictions, one row per example (padding repeats dropped)."""
+        self._log_epoch_metrics("test")
         gathered = [self.predictions]
         if self.trainer.world_size > 1 and torch.distributed.is_initialized():
             gathered = [None] * self.trainer.world_size
@@ -176,7 +188,7 @@ class CatLitModule(L.LightningModule):
     def configure_optimizers(self):
         cfg = dict(self.optimizer_cfg)
         name = cfg.pop("name", "adamw")
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = [p for p in self.parameters() if p.requires_grad]  # the model's and the method's
         optimizers = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
         if name not in optimizers:
             raise ValueError(f"optimizer.name={name!r}; choose from {sorted(optimizers)}")
@@ -208,12 +220,16 @@ class CatLitModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._resumed_rng = checkpoint.get("catlit_rng_states")
         self.nonfinite_skipped = checkpoint.get("catlit_nonfinite_skipped", 0)
-        self.method.load_state_dict(checkpoint.get("catlit_method_state", {}))
+        self.method.load_method_state(checkpoint.get("catlit_method_state", {}))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["catlit_rng_states"] = collect_rng_states()
         checkpoint["catlit_nonfinite_skipped"] = self.nonfinite_skipped
-        checkpoint["catlit_method_state"] = self.method.state_dict()
+        checkpoint["catlit_method_state"] = self.method.method_state()
         if is_peft(self.model):  # adapter-only: keep what trains, never the frozen base weights
             trainable = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
-            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+            checkpoint["state_dict"] = {
+                k: v
+                for k, v in checkpoint["state_dict"].items()
+                if k in trainable or k.startswith("method.")  # the method's own weights and buffers
+            }

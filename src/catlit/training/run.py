@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from catlit.models import build_model
-from catlit.models.factory import half_precision_plugin
+from catlit.models.factory import half_precision_plugin, keep_trainable_in_float32
 from catlit.training.checks import check_config, check_run_dir
 from catlit.training.distributed import (
     build_strategy,
@@ -22,7 +22,7 @@ from catlit.training.distributed import (
     full_state_dict,
     hydra_job_argv,
 )
-from catlit.training.module import CatLitModule
+from catlit.training.module import TaskModule
 
 log = logging.getLogger(__name__)
 
@@ -89,16 +89,18 @@ def run(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     torch.set_float32_matmul_precision("high")
 
     method = instantiate(cfg.method)
-    datamodule = instantiate(cfg.data, with_mask=method.needs_causal_mask, shuffle_seed=cfg.seed)
+    datamodule = instantiate(cfg.data, fields=method.batch_fields, shuffle_seed=cfg.seed)
     model, tokenizer = build_model(
         cfg.model,
         datamodule.corpus,
         method.attn_implementation(cfg.model.attn_implementation),
         save_dir=out_dir / "base_model" if is_rank_zero else None,
     )
+    model = method.build(model, tokenizer)  # before the Trainer: a method's adapters, router, head
+    keep_trainable_in_float32(model)  # adapters a method added train on float32 master weights too
     datamodule.set_tokenizer(tokenizer)
     datamodule.setup("fit")
-    module = CatLitModule(
+    module = TaskModule(
         model,
         tokenizer,
         method,
@@ -156,6 +158,7 @@ def run(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
         model_dir = out_dir / "model"
         module.model.save_pretrained(model_dir, state_dict=gathered)  # adapter-only for LoRA
         tokenizer.save_pretrained(model_dir)
+        module.method.save_pretrained(model_dir, module.model)
         for source in [module.method, *callbacks]:  # e.g. how often L_attn acted, the probe's ratio
             if hasattr(source, "summary"):
                 metrics.update(source.summary())
@@ -177,7 +180,7 @@ def run(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     return (metrics[target] if target else None), metrics
 
 
-def _write_predictions(out_dir: Path, module: CatLitModule, datamodule) -> None:
+def _write_predictions(out_dir: Path, module: TaskModule, datamodule) -> None:
     pred_dir = out_dir / "predictions"
     pred_dir.mkdir(exist_ok=True)
     for split, rows in module.predictions.items():

@@ -1,0 +1,105 @@
+"""ICLM's router: a vector-quantised choice of one domain module per input.
+
+The router adapter's last hidden state goes through a projector (Linear D -> latent) and a
+BatchNorm; each token latent z_t is compared with K codewords, the squared distances are summed over
+the input's routed tokens, and the nearest codeword wins (Σ_t ‖z_t − e‖² = T‖z̄ − e‖² + const, so
+this is the codeword nearest the mean latent). The choice is an argmin, so no task gradient reaches
+the router: it learns from the VQ-VAE loss alone, β‖z − sg(e)‖² + ‖sg(z) − e‖² on the chosen
+codeword.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class Route:
+    choice: torch.Tensor  # [B] chosen codeword
+    weights: torch.Tensor  # [B, K] one-hot
+    distances: torch.Tensor  # [B, K] squared distances summed over the routed tokens
+    vq_loss: torch.Tensor  # scalar
+
+
+class VQRouter(nn.Module):
+    def __init__(self, hidden_size: int, codes: int = 2, latent: int = 64, beta: float = 0.25):
+        super().__init__()
+        if codes < 1:
+            raise ValueError(f"router: codes must be >= 1, got {codes}")
+        self.beta = beta
+        self.projector = nn.Linear(hidden_size, latent)
+        self.norm = nn.BatchNorm1d(latent)
+        self.codebook = nn.Embedding(codes, latent)
+        nn.init.uniform_(self.codebook.weight, -1.0 / codes, 1.0 / codes)
+
+    @property
+    def codes(self) -> int:
+        return self.codebook.num_embeddings
+
+    def latents(self, hidden: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised latents of the routed tokens [M, latent] and each one's row in the batch [M]."""
+        rows = mask.nonzero()[:, 0]
+        z = self.norm(self.projector(hidden[mask.bool()].float()))
+        return z, rows
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> Route:
+        """hidden [B, T, D]; mask [B, T] the tokens that route (every row needs at least one)."""
+        if not mask.bool().any(-1).all():
+            raise ValueError("router: an input has no token to route on")
+        z, rows = self.latents(hidden, mask)
+        codebook = self.codebook.weight
+        token_distances = (z[:, None, :] - codebook[None]).pow(2).sum(-1)  # [M, K]
+        distances = torch.zeros(hidden.shape[0], self.codes, device=z.device).index_add(
+            0, rows, token_distances
+        )
+        choice = distances.argmin(-1)
+        chosen = codebook[choice[rows]]  # each token against its input's codeword
+        vq = self.beta * F.mse_loss(z, chosen.detach()) + F.mse_loss(z.detach(), chosen)
+        weights = F.one_hot(choice, self.codes).to(hidden.dtype)
+        return Route(choice=choice, weights=weights, distances=distances.detach(), vq_loss=vq)
+
+
+class RoutingCounts:
+    """Inputs per (codeword, true source) over an epoch: purity and codebook usage."""
+
+    def __init__(self, codes: int):
+        self.codes = codes
+        self.counts: dict[tuple[int, int], int] = {}
+
+    def update(self, choice: torch.Tensor, source: torch.Tensor | None) -> None:
+        sources = source.tolist() if source is not None else [-1] * len(choice)
+        for k, s in zip(choice.tolist(), sources):
+            self.counts[k, s] = self.counts.get((k, s), 0) + 1
+
+    def merge(self, other: dict[tuple[int, int], int]) -> None:
+        for key, n in other.items():
+            self.counts[key] = self.counts.get(key, 0) + n
+
+    def figures(self) -> dict[str, float]:
+        total = sum(self.counts.values())
+        if not total:
+            return {}
+        per_code = torch.zeros(self.codes)
+        for (k, _), n in self.counts.items():
+            per_code[k] += n
+        share = per_code / total
+        entropy = -(share[share > 0] * share[share > 0].log()).sum()
+        out = {
+            "codebook_usage": float((per_code > 0).float().mean()),  # share of codewords chosen at all
+            "codebook_perplexity": float(entropy.exp()),  # effective number of codewords in use
+        }
+        known = {key: n for key, n in self.counts.items() if key[1] >= 0}
+        if known:
+            best: dict[int, int] = {}
+            by_source: dict[int, int] = {}
+            for (k, s), n in known.items():
+                best[k] = max(best.get(k, 0), n)
+                by_source[s] = by_source.get(s, 0) + n
+            n_known = sum(known.values())
+            out["routing_purity"] = sum(best.values()) / n_known  # majority source per codeword
+            out["routing_chance"] = max(by_source.values()) / n_known  # purity of routing all alike
+        return out

@@ -1,0 +1,109 @@
+"""ICLM through the real pipeline: Hydra composition, the LightningModule, checkpoints, metrics.json."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from catlit.methods.iclm import IndependentCausalLM
+from catlit.training.run import run
+from tests.conftest import FAST, compose_cfg
+
+ACRE = ["data=acre", "data.limit=160", "data.eval_batch_size=64"]
+
+
+def train(tmp_path: Path, *overrides: str):
+    cfg = compose_cfg(tmp_path, [*FAST, *ACRE, *overrides])
+    _, metrics = run(cfg)
+    return metrics, Path(cfg.paths.output_dir)
+
+
+def logged(run_dir: Path, key: str) -> list[float]:
+    (metrics_csv,) = run_dir.glob("csv/*/metrics.csv")
+    with metrics_csv.open() as handle:
+        return [float(row[key]) for row in csv.DictReader(handle) if row.get(key)]
+
+
+@pytest.mark.slow
+def test_iclm_toy_run_learns_routes_by_source_and_keeps_every_codeword(tmp_path):
+    metrics, run_dir = train(tmp_path, "method=iclm", "trainer.max_epochs=4", "data.batch_size=8")
+    loss = logged(run_dir, "train/loss")
+    assert sum(loss[-5:]) / 5 < 0.5 * sum(loss[:5]) / 5  # the loss falls
+    for split in ("iid", "compositional", "systematic"):
+        assert 0.0 <= metrics[f"test/{split}/acc"] <= 1.0
+        assert metrics[f"test/{split}/codebook_usage"] == 1.0  # no collapse onto one codeword
+        assert metrics[f"test/{split}/routing_purity"] > metrics[f"test/{split}/routing_chance"] + 0.2
+    for term in (
+        "train/vq",
+        "train/mi_0",
+        "train/mi_1",
+        "train/ce_inv",
+        "train/ce_dom",
+        "train/codebook_usage",
+    ):
+        assert logged(run_dir, term), term
+    assert logged(run_dir, "train/routing_purity") and logged(run_dir, "val/iid/routing_purity")
+    assert not any(k.startswith("probe/") for k in metrics)  # several adapters: attention is not probed
+
+    # the checkpoint holds the adapters and the method's own weights, never the frozen base
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert {"method.router.codebook.weight", "method.head.weight", "method.norm.running_mean"} <= set(state)
+    assert all("lora_" in k for k in state if k.startswith("model."))
+    adapters = ("router", "invariant", "domain_0", "domain_1")
+    assert all(any(f".{name}." in k for k in state) for name in adapters)
+
+    # the saved model folder (the weights test used: the best epoch) reloads on the run's base
+    method, _ = IndependentCausalLM.from_pretrained(run_dir / "model", _base(run_dir))
+    saved = json.loads((run_dir / "model" / "iclm.json").read_text())
+    assert saved["aggregation"] == "norm_hidden_states" and method.router.codes == 2
+    best = torch.load(run_dir / "checkpoints" / f"best-epoch{_best(run_dir)}.ckpt", weights_only=False)
+    for key in ("router.codebook.weight", "head.weight", "norm.running_var"):
+        assert torch.equal(method.state_dict()[key], best["state_dict"][f"method.{key}"]), key
+
+    # testing from the checkpoint, without training, reproduces the figures
+    again, _ = train(
+        tmp_path / "again",
+        "method=iclm",
+        "train=false",
+        "optimized_metric=null",
+        f"ckpt_path={run_dir}/checkpoints/best-epoch{_best(run_dir)}.ckpt",
+    )
+    for split in ("iid", "compositional", "systematic"):
+        assert again[f"test/{split}/acc"] == metrics[f"test/{split}/acc"]
+
+
+def _base(run_dir: Path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(run_dir / "base_model")
+
+
+def _best(run_dir: Path) -> str:
+    (best,) = (run_dir / "checkpoints").glob("best-epoch*.ckpt")
+    return best.stem.removeprefix("best-epoch")
+
+
+@pytest.mark.parametrize("method", ["baseline", "cat", "lora", "iclm_no_invariant"])
+def test_every_method_runs_on_acre(tmp_path, method):
+    metrics, run_dir = train(tmp_path, f"method={method}", "data.limit=40")
+    assert {"test/iid/acc", "test/compositional/acc", "test/systematic/acc"} <= set(metrics)
+    if method == "cat":
+        assert logged(run_dir, "train/attn")  # the blicket trials are the answer's causes
+
+
+def test_lora_method_trains_one_adapter_on_the_frozen_model(tmp_path):
+    _, run_dir = train(tmp_path, "method=lora", "data.limit=40")
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert state and all("lora_" in k for k in state)
+    assert {k.split(".")[-2] for k in state} == {"default"}
+
+
+@pytest.mark.parametrize("method", ["iclm", "lora"])
+def test_a_method_that_builds_adapters_refuses_model_lora(tmp_path, method):
+    cfg = compose_cfg(tmp_path, [*FAST, *ACRE, f"method={method}", "model.lora.enabled=true"])
+    with pytest.raises(ValueError, match="model.lora.enabled=false"):
+        run(cfg)
