@@ -8,6 +8,8 @@ One training step (forward, every loss term, backward, AdamW step) for:
   lora         one LoRA adapter (q/k/v/o, r=8), answer-only CE (method=lora)
   iclm-dense   ICLM, m=2, every domain module on every input (the released design)
   iclm-sparse  ICLM, m=2, each domain module on the inputs routed to it
+  iclm-sparse-projected  sparse, with `head=projected` (Linear(2D -> D) before the base's frozen
+               head instead of a new Linear(2D -> V))
   copies       the released memory layout: m+2 = 4 copies of the base, one adapter each, each run
                once (weights and activations only, no router: a lower bound for that layout)
 at two sequence lengths, with and without activation checkpointing (model.gradient_checkpointing).
@@ -45,7 +47,7 @@ MODELS = {
         "num_attention_heads": 8,
     },
 }
-CONFIGS = ("lora", "iclm-dense", "iclm-sparse", "copies")
+CONFIGS = ("lora", "iclm-dense", "iclm-sparse", "iclm-sparse-projected", "copies")
 ADAPTER = {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
 
 
@@ -94,7 +96,9 @@ def step_worker(
     elif config == "lora":
         models = [apply_lora(_model(model_name, t, checkpointing, device), **ADAPTER)]
     else:
-        method = IndependentCausalLM(adapter=ADAPTER, mode=config.removeprefix("iclm-"))
+        mode = "sparse" if "sparse" in config else "dense"
+        head = "projected" if config.endswith("projected") else "full"
+        method = IndependentCausalLM(adapter=ADAPTER, mode=mode, head=head)
         models = [method.build(_model(model_name, t, checkpointing, device))]
         method.to(device).train()
     for model in models:

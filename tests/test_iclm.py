@@ -245,9 +245,13 @@ def test_iclm_per_module_evaluation_uses_that_module_alone():
         IndependentCausalLM(eval_module="domain_7")
 
 
-@pytest.mark.parametrize("aggregation", ["norm_hidden_states", "hidden_states", "logits", "probas"])
-def test_iclm_aggregations_train(aggregation):
-    method, model = build(aggregation=aggregation)
+@pytest.mark.parametrize(
+    "aggregation, head",
+    [("norm_hidden_states", "full"), ("norm_hidden_states", "projected"), ("hidden_states", "full"),
+     ("logits", "full"), ("probas", "full")],
+)  # fmt: skip
+def test_iclm_aggregations_train(aggregation, head):
+    method, model = build(aggregation=aggregation, head=head)
     batch = make_batch()
     out = method.forward(model, batch, "train")
     terms, _ = method.losses(out, batch, 0.0, 0)
@@ -256,8 +260,10 @@ def test_iclm_aggregations_train(aggregation):
     assert grads(adapter_params(model, "invariant")) > 0
     if aggregation in ("norm_hidden_states", "hidden_states"):
         assert method.head.weight.grad is not None and grads([method.head.weight]) > 0
+        assert method.head.out_features == (VOCAB if head == "full" else 32)
     else:
         assert method.head is None
+    assert model.get_base_model().get_output_embeddings().weight.grad is None  # the base head is frozen
 
 
 # ---- one shared base == the released design's copies --------------------------------------------

@@ -5,6 +5,8 @@ Per input, the router (catlit.methods.router) picks one domain module; the final
 from the invariant module's and the routed module's last hidden states (`aggregation`):
   norm_hidden_states  concat(h_inv, Σ_k w_k h_k) -> BatchNorm(2D) -> a new Linear(2D -> V) (default)
   hidden_states       the same without the norm
+(`head=projected` replaces the new 2D×V head, at a real vocabulary the largest thing ICLM trains,
+by a Linear(2D -> D), initialised to the mean of the two states, before the base's frozen head)
   logits              the sum of the two modules' own logits (the base's head on each state)
   probas              the log of the mean of their probabilities
   no_invariant        the routed module's own logits alone (the ablation; no invariant module runs)
@@ -38,6 +40,7 @@ from catlit.models.adapters import active_adapter, add_named_adapters
 AGGREGATIONS = ("norm_hidden_states", "hidden_states", "logits", "probas", "no_invariant")
 MODES = ("dense", "sparse")
 ROUTE_ON = ("prompt", "sequence")
+HEADS = ("full", "projected")
 DEFAULT_ADAPTER = {
     "r": 8,
     "alpha": 16,
@@ -94,6 +97,7 @@ class IndependentCausalLM(Method, nn.Module):
         mi_reduce_to: int | None = None,
         mi_eps: float = 1e-6,
         eval_module: str = "aggregate",
+        head: str = "full",
     ):
         nn.Module.__init__(self)
         Method.__init__(self, name)
@@ -102,6 +106,7 @@ class IndependentCausalLM(Method, nn.Module):
             ("mode", mode, MODES),
             ("route_on", route_on, ROUTE_ON),
             ("mi_direction", mi_direction, DIRECTIONS),
+            ("head", head, HEADS),
         ):
             if value not in allowed:
                 raise ValueError(f"method.{key}={value!r}; choose from {allowed}")
@@ -121,13 +126,13 @@ class IndependentCausalLM(Method, nn.Module):
         self.route_on, self.mask_padding = route_on, mask_padding
         self.lambdas = {"route": lambda_route, "mi": lambda_mi, "inv": lambda_inv, "dom": lambda_dom}
         self.mi = {"direction": mi_direction, "reduce_to": mi_reduce_to, "eps": mi_eps}
-        self.eval_module = eval_module
+        self.eval_module, self.head_kind = eval_module, head
         self.config = {
             "domains": domains, "adapter": self.adapter, "latent": latent, "beta": beta,
             "aggregation": aggregation, "mode": mode, "route_on": route_on, "mask_padding": mask_padding,
             "lambda_route": lambda_route, "lambda_mi": lambda_mi, "lambda_inv": lambda_inv,
             "lambda_dom": lambda_dom, "mi_direction": mi_direction, "mi_reduce_to": mi_reduce_to,
-            "mi_eps": mi_eps, "name": self.name,
+            "mi_eps": mi_eps, "head": head, "name": self.name,
         }  # fmt: skip
         self.router: VQRouter | None = None
         self.norm: nn.Module | None = None
@@ -153,7 +158,12 @@ class IndependentCausalLM(Method, nn.Module):
             self.norm = (
                 nn.BatchNorm1d(2 * hidden) if self.aggregation == "norm_hidden_states" else nn.Identity()
             )
-            self.head = nn.Linear(2 * hidden, vocab, bias=False)
+            if self.head_kind == "full":
+                self.head = nn.Linear(2 * hidden, vocab, bias=False)
+            else:  # 2D -> D, then the base's own (frozen) output head
+                self.head = nn.Linear(2 * hidden, hidden, bias=False)
+                with torch.no_grad():
+                    self.head.weight.copy_(torch.cat([torch.eye(hidden), torch.eye(hidden)], dim=1) / 2)
         self.to(device=next(model.parameters()).device)
         # a plain dict, so the model's weights do not become this module's submodule
         self._adapter_weights = {
@@ -216,7 +226,7 @@ class IndependentCausalLM(Method, nn.Module):
             )
         return states, h_dom, logits_dom
 
-    def _aggregate(self, h_inv, h_dom, logits_inv, logits_dom, mask, sel) -> torch.Tensor:
+    def _aggregate(self, model, h_inv, h_dom, logits_inv, logits_dom, mask, sel) -> torch.Tensor:
         if self.aggregation == "no_invariant":
             return logits_dom
         if self.aggregation == "logits":
@@ -230,6 +240,9 @@ class IndependentCausalLM(Method, nn.Module):
             normed = self.norm(joint[mask])[sel[mask]]
         else:
             normed = self.norm(joint[sel])
+        if self.head_kind == "projected":
+            output = model.get_base_model().get_output_embeddings()
+            return output(self.head(normed).to(output.weight.dtype))
         return self.head(normed)
 
     def _predict(self, model, ids, mask, sel, route: Route, stage: str):
@@ -243,7 +256,7 @@ class IndependentCausalLM(Method, nn.Module):
         if module == "routed" or self.aggregation == "no_invariant":
             return logits_dom, {"states": states, "logits_dom": logits_dom, "sel": sel}
         h_inv, logits_inv = self._run(model, "invariant", ids, mask, sel)
-        final = self._aggregate(h_inv, h_dom, logits_inv, logits_dom, mask, sel)
+        final = self._aggregate(model, h_inv, h_dom, logits_inv, logits_dom, mask, sel)
         parts = {
             "states": states,
             "h_inv": h_inv,
