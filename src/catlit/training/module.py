@@ -63,7 +63,7 @@ class TaskModule(L.LightningModule):
             if isinstance(self.method, nn.Module) and any(True for _ in self.method.parameters()):
                 raise ValueError(
                     f"method={self.method.name} owns parameters outside the model, which trainer=fsdp2 "
-                    "(FSDP2 over the model's layers) does not shard or synchronise: use trainer=ddp or fsdp"
+                    "(FSDP2 over the model's layers) does not shard or synchronise: use trainer=ddp"
                 )
             fully_shard_model(self.model, self.device_mesh)
 
