@@ -220,3 +220,17 @@ def test_iclm_trains_under_ddp_with_its_own_parameters(tmp_path):
     )
     for key in ("method.router.codebook.weight", "method.router.projector.weight", "method.head.weight"):
         assert not torch.equal(first[key], second[key]), key  # the optimizer steps the method's weights
+
+
+@pytest.mark.slow
+def test_fsdp2_refuses_a_method_with_its_own_parameters(tmp_path):
+    args = ["method=iclm", "data=acre", "data.limit=16", "trainer=fsdp2", "trainer.max_epochs=1"]
+    result = subprocess.run(
+        [sys.executable, "train.py", *args, "logger=csv", f"paths.log_dir={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert "owns parameters outside the model" in result.stderr and "use trainer=ddp" in result.stderr
