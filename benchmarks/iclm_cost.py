@@ -31,15 +31,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.attention_capture import MODELS as CAPTURE_MODELS  # noqa: E402
 from benchmarks.attention_capture import _rss_bytes, _timed, cpu_name  # noqa: E402
 
 MODELS = {
-    "tiny (2L, 64d)": {
-        "hidden_size": 64,
-        "intermediate_size": 256,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-    },
+    "tiny (2L, 64d)": CAPTURE_MODELS["tiny (2L, 64d)"],
     "base (8L, 512d)": {
         "hidden_size": 512,
         "intermediate_size": 2048,

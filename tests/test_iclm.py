@@ -7,28 +7,19 @@ import copy
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from catlit.data.encoding import IGNORE_INDEX
 from catlit.methods.iclm import IndependentCausalLM, answer_positions, next_tokens, position_ids
 from catlit.models.adapters import active_adapter
+from tests.test_reattention import tiny_llama as reattention_llama
 
-VOCAB = 48
+VOCAB = 50
 NO_DROPOUT = {"dropout": 0.0}
 
 
-def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    return LlamaForCausalLM(config)
+def tiny_llama() -> LlamaForCausalLM:
+    return reattention_llama("sdpa")  # seeded: every call gives the same base
 
 
 def perturb_adapters(model, seed: int = 1) -> None:
@@ -40,9 +31,9 @@ def perturb_adapters(model, seed: int = 1) -> None:
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
 
 
-def build(seed: int = 0, **options):
+def build(**options):
     method = IndependentCausalLM(adapter=NO_DROPOUT, **options)
-    model = method.build(tiny_llama(seed))
+    model = method.build(tiny_llama())
     perturb_adapters(model)
     model.train()
     method.train()
@@ -89,6 +80,17 @@ def force_route(method, k: int) -> None:
     with torch.no_grad():
         method.router.codebook.weight.fill_(1e3)
         method.router.codebook.weight[k].zero_()
+
+
+def split_routes(method, model, batch: dict) -> None:
+    """Codewords at the mean latents of the first two inputs, so both domain modules get inputs."""
+    with torch.no_grad():
+        mask = method._route_mask(batch, training=False)
+        z, rows = method.router.latents(
+            method._hidden(model, "router", batch["input_ids"], batch["attention_mask"]), mask
+        )
+        means = torch.zeros(mask.shape[0], z.shape[1]).index_add(0, rows, z) / mask.sum(-1, keepdim=True)
+        method.router.codebook.weight.copy_(means[:2])
 
 
 # ---- shapes, losses, gradients -------------------------------------------------------------------
@@ -153,9 +155,8 @@ def test_iclm_unselected_domain_learns_only_from_mutual_information(lambda_mi):
 def test_router_choice_is_the_codeword_nearest_the_mean_latent():
     method, model = build()
     method.eval()  # BatchNorm on running statistics: latents are a function of each input alone
-    with torch.no_grad():
-        method.router.codebook.weight.normal_()
     batch = make_batch(batch=12)
+    split_routes(method, model, batch)
     mask = method._route_mask(batch, training=True)
     route = method.route(model, batch["input_ids"], batch["attention_mask"], mask)
     hidden = method._hidden(model, "router", batch["input_ids"], batch["attention_mask"])
@@ -180,9 +181,8 @@ def test_router_masks_padding_and_answer_unless_asked_for_the_released_behaviour
 def test_iclm_one_hot_weights_make_h_dom_the_selected_module_state():
     method, model = build()
     method.eval()
-    with torch.no_grad():
-        method.router.codebook.weight.normal_()
     batch = make_batch(batch=12)
+    split_routes(method, model, batch)
     ids, mask = batch["input_ids"], batch["attention_mask"]
     route = method.route(model, ids, mask, method._route_mask(batch, False))
     assert len(set(route.choice.tolist())) == 2  # both modules chosen somewhere
@@ -198,13 +198,12 @@ def test_iclm_one_hot_weights_make_h_dom_the_selected_module_state():
 def test_iclm_sparse_mode_computes_what_dense_mode_computes():
     dense, model = build()
     dense.eval()
-    with torch.no_grad():
-        dense.router.codebook.weight.normal_()
+    batch = make_batch(batch=12)
+    split_routes(dense, model, batch)
     sparse = IndependentCausalLM(adapter=NO_DROPOUT, mode="sparse")
     sparse.router, sparse.norm, sparse.head = dense.router, dense.norm, dense.head
     sparse._adapter_weights = dense._adapter_weights
     sparse.eval()
-    batch = make_batch(batch=12)
     a = dense.forward(model, batch, "val/iid")
     b = sparse.forward(model, batch, "val/iid")
     assert len(set(a.route.choice.tolist())) == 2
@@ -215,9 +214,8 @@ def test_iclm_no_invariant_reproduces_the_routed_module_logits():
     method, model = build(aggregation="no_invariant")
     assert "invariant" not in method.adapter_names
     method.eval()
-    with torch.no_grad():
-        method.router.codebook.weight.normal_()
     batch = make_batch(batch=12)
+    split_routes(method, model, batch)
     out = method.forward(model, batch, "test/iid")
     sel = answer_positions(batch["labels"])
     row_of = sel.nonzero()[:, 0]
@@ -275,7 +273,7 @@ def test_iclm_shared_base_matches_one_model_copy_per_adapter():
     state = shared.state_dict()
     for name in method.adapter_names:
         copy_model = get_peft_model(
-            copy.deepcopy(tiny_llama(0)),
+            copy.deepcopy(tiny_llama()),
             LoraConfig(
                 r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]
             ),
@@ -289,7 +287,7 @@ def test_iclm_shared_base_matches_one_model_copy_per_adapter():
         torch.testing.assert_close(logits, expected[mask.bool()])
     with active_adapter(shared, None):  # and with no adapter, the bare base
         bare = shared(input_ids=ids, attention_mask=mask).logits
-    torch.testing.assert_close(bare, tiny_llama(0)(input_ids=ids, attention_mask=mask).logits)
+    torch.testing.assert_close(bare, tiny_llama()(input_ids=ids, attention_mask=mask).logits)
 
 
 # ---- saving, loading, decoding -------------------------------------------------------------------
@@ -302,7 +300,7 @@ def test_iclm_save_load_round_trip_gives_identical_logits_and_generations(tmp_pa
     model.eval()
     model.save_pretrained(tmp_path)
     method.save_pretrained(tmp_path, model)
-    loaded, loaded_model = IndependentCausalLM.from_pretrained(tmp_path, tiny_llama(0))
+    loaded, loaded_model = IndependentCausalLM.from_pretrained(tmp_path, tiny_llama())
     loaded.eval()
     loaded_model.eval()
     a = method.forward(model, batch, "test/iid")

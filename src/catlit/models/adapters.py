@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import contextlib
 
-from peft import LoraConfig, get_peft_model
+from peft import get_peft_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 
-from catlit.models.lora import refuse_second_lora_owner
+from catlit.models.lora import lora_config, refuse_second_lora_owner
 
 
 def add_named_adapters(
@@ -22,16 +22,9 @@ def add_named_adapters(
 ):
     """A peft model with one LoRA adapter per name, all trainable, on the frozen `model`."""
     refuse_second_lora_owner(model, owner)
-    config = dict(
-        r=r,
-        lora_alpha=alpha,
-        lora_dropout=dropout,
-        task_type="CAUSAL_LM",
-        target_modules=list(target_modules) if target_modules else None,
-    )
-    peft_model = get_peft_model(model, LoraConfig(**config), adapter_name=names[0])
+    peft_model = get_peft_model(model, lora_config(r, alpha, dropout, target_modules), adapter_name=names[0])
     for name in names[1:]:
-        peft_model.add_adapter(name, LoraConfig(**config))
+        peft_model.add_adapter(name, lora_config(r, alpha, dropout, target_modules))
     for name, param in peft_model.named_parameters():
         param.requires_grad = "lora_" in name  # every adapter trains; the base stays frozen
     return peft_model

@@ -5,15 +5,18 @@ from __future__ import annotations
 from peft import LoraConfig, get_peft_model
 
 
-def apply_lora(model, r: int = 8, alpha: int = 16, dropout: float = 0.05, target_modules=None):
-    config = LoraConfig(
+def lora_config(r: int = 8, alpha: int = 16, dropout: float = 0.05, target_modules=None) -> LoraConfig:
+    return LoraConfig(
         r=r,
         lora_alpha=alpha,
         lora_dropout=dropout,
         task_type="CAUSAL_LM",
         target_modules=list(target_modules) if target_modules else None,
     )
-    return get_peft_model(model, config)
+
+
+def apply_lora(model, r: int = 8, alpha: int = 16, dropout: float = 0.05, target_modules=None):
+    return get_peft_model(model, lora_config(r, alpha, dropout, target_modules))
 
 
 def is_peft(model) -> bool:
