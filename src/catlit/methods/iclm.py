@@ -190,13 +190,17 @@ class IndependentCausalLM(Method, nn.Module):
     def route(self, model, ids, mask, route_mask) -> Route:
         return self.router(self._hidden(model, "router", ids, mask), route_mask)
 
+    def _routed_tokens(self, mask: torch.Tensor, prompt: torch.Tensor | None = None) -> torch.Tensor:
+        """The tokens routing reads: the real ones (every one with mask_padding=false), and of those
+        only the `prompt` positions where given."""
+        routed = mask.bool() if self.mask_padding else torch.ones_like(mask, dtype=torch.bool)
+        return routed if prompt is None else routed & prompt
+
     def _route_mask(self, batch: dict, training: bool) -> torch.Tensor:
-        mask = batch["attention_mask"].bool()
-        if not self.mask_padding:
-            mask = torch.ones_like(mask)
-        if self.route_on == "prompt" or not training:
-            mask = mask & batch["prompt_positions"]
-        return mask
+        """A training-view batch's routed tokens: the prompt's, or the whole sequence's when training
+        with route_on=sequence."""
+        prompt = batch["prompt_positions"] if self.route_on == "prompt" or not training else None
+        return self._routed_tokens(batch["attention_mask"], prompt)
 
     def _domains(self, model, ids, mask, sel, route: Route, only: int | None = None):
         """Per-domain states (dense: every input; sparse: the routed ones) as
@@ -313,8 +317,7 @@ class IndependentCausalLM(Method, nn.Module):
     def generate(self, model, batch: dict, stage: str, max_new_tokens: int, pad_token_id, eos_token_id, **_):
         """Greedy decoding; the route is chosen once on the prompt and kept for every new token."""
         ids, mask = batch["prompt_ids"], batch["prompt_mask"]
-        route_mask = mask.bool() if self.mask_padding else torch.ones_like(mask, dtype=torch.bool)
-        route = self.route(model, ids, mask, route_mask)
+        route = self.route(model, ids, mask, self._routed_tokens(mask))  # a batch of prompts
         done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
         for _ in range(max_new_tokens):
             last = torch.zeros_like(mask, dtype=torch.bool)
@@ -332,7 +335,7 @@ class IndependentCausalLM(Method, nn.Module):
     # ---- routing figures -----------------------------------------------------------------------
     def _count(self, stage: str, route: Route, batch: dict) -> None:
         counts = self._counts.setdefault(stage, RoutingCounts(len(self.domains)))
-        counts.update(route.choice.detach().cpu(), batch.get("source").cpu() if "source" in batch else None)
+        counts.update(route.choice.detach().cpu(), batch["source"].cpu() if "source" in batch else None)
 
     def epoch_metrics(self, stage: str) -> dict[str, float]:
         out = {}
