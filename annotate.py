@@ -9,7 +9,7 @@ os.environ.setdefault("CATLIT_ROOT", str(ROOT))
 if (ROOT / "src").is_dir():  # run from a checkout even before `pip install -e .`
     sys.path.insert(0, str(ROOT / "src"))
 
-from catlit.annotate.cli import annotate_main  # noqa: E402
+from catlit.cli import annotate_main  # noqa: E402
 
 if __name__ == "__main__":
     annotate_main()

@@ -15,6 +15,7 @@ torch.cuda.max_memory_allocated. All ratios are against plain SDPA measured in t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import resource
@@ -62,9 +63,8 @@ def causal_mask(batch: int, t: int, n_effects: int = 8) -> torch.Tensor:
 
 # ---- part 1: the loss alone --------------------------------------------------------------------
 def bench_loss(batch: int = 16, t: int = 256, reps: int = 20) -> dict:
-    from tests.test_reattention import spec_loss
-
     from catlit.methods.reattention import reattention_loss, row_stats
+    from catlit.methods.reattention_loop import reattention_loop
 
     logits = torch.randn(batch, t, t)
     logits = logits.masked_fill(~torch.ones(t, t, dtype=torch.bool).tril(), float("-inf"))
@@ -77,7 +77,7 @@ def bench_loss(batch: int = 16, t: int = 256, reps: int = 20) -> dict:
         return loss, grad
 
     def loop():
-        loss, _ = spec_loss(attn, mask, pad, 2.0, "div")
+        loss, _ = reattention_loop(attn, mask, pad, 2.0, "div")
         (grad,) = torch.autograd.grad(loss, attn)
         return loss, grad
 
@@ -113,11 +113,11 @@ def step_worker(model_name: str, method: str, t: int, batch: int, device: str, r
 
     torch.manual_seed(0)
     capture = {"cat-efficient": RowAttentionCapture(), "cat-eager": EagerAttentionCapture()}.get(method)
-    impl = capture.attn_implementation("sdpa") if capture else "sdpa"
     config = LlamaConfig(vocab_size=1024, max_position_embeddings=max(t, 128), **MODELS[model_name])
-    model = LlamaForCausalLM._from_config(config, attn_implementation=impl).to(device).train()
+    model = LlamaForCausalLM._from_config(config, attn_implementation="sdpa").to(device).train()
+    hooks = contextlib.ExitStack()  # the capture stays attached for the life of this worker process
     if capture:
-        capture.setup(model)
+        hooks.enter_context(capture.attached(model))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     ids = torch.randint(0, 1024, (batch, t), device=device)
     data = {

@@ -68,10 +68,12 @@ def _batch(batch: int, t: int, vocab: int, device: str) -> dict:
 def _model(model_name: str, t: int, checkpointing: bool, device: str):
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from catlit.models.factory import enable_checkpointing
+
     config = LlamaConfig(vocab_size=8192, max_position_embeddings=max(t, 128), **MODELS[model_name])
     model = LlamaForCausalLM._from_config(config, attn_implementation="sdpa").to(device)
     if checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
     return model
 
 

@@ -27,13 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
+from catlit.models.architectures import Layout  # noqa: E402
 from catlit.tracing import baselines as bl  # noqa: E402
 from catlit.tracing.components import ComponentSpace  # noqa: E402
 from catlit.tracing.engine import Tracer  # noqa: E402
 from catlit.tracing.pairs import EncodedPair  # noqa: E402
 from catlit.tracing.planted import orient, plant_heads  # noqa: E402
 from catlit.tracing.search import pgbct  # noqa: E402
-from catlit.tracing.sites import Sites  # noqa: E402
 
 VOCAB = 64
 PLANTED = {(1, 3), (2, 7), (4, 0), (6, 11), (8, 5), (10, 2)}
@@ -81,7 +81,7 @@ SEARCHES = {  # name: (loss, lambda1 = lambda2)
 
 def compare(layers: int, heads: int, width: int, sizes: list[int], n_pairs: int, length: int, epochs: int):
     model, planted = build(layers, heads, width)
-    space = ComponentSpace(Sites(model), "heads")
+    space = ComponentSpace(Layout(model), "heads")
     tracer = Tracer(model, space, pairs(n_pairs, length), pad_id=0, batch_size=8)
     orient(tracer)
     indices = list(range(n_pairs))
@@ -94,7 +94,7 @@ def compare(layers: int, heads: int, width: int, sizes: list[int], n_pairs: int,
         hit = len(found & planted_idx)
         notes.append(f"{name}: threshold set {len(found)} heads, {hit} of {len(planted_idx)} planted")
         results[name] = result
-    order, _, greedy_times = bl.greedy(tracer, prepared, max(sizes))
+    order, _, greedy_times = bl.greedy_order(tracer, prepared, max(sizes))
     rows = []
     for k in sizes:
         row = {
@@ -109,7 +109,7 @@ def compare(layers: int, heads: int, width: int, sizes: list[int], n_pairs: int,
 
 def memory_worker(mode: str, t: int, batch: int) -> dict:
     model, _ = build(12, 12, 192)
-    space = ComponentSpace(Sites(model), "heads", mode)
+    space = ComponentSpace(Layout(model), "heads", mode)
     tracer = Tracer(model, space, pairs(batch, t), pad_id=0, batch_size=batch, positions="all")
     b = tracer.batch(list(range(batch)))
     cache = tracer.source_cache(b)

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real `conf/` tree composed by Hydra, locally trained tokenizers, released data."""
+"""Shared fixtures: locally trained tokenizers and the released data (helpers live in tests/helpers)."""
 
 from __future__ import annotations
 
@@ -6,18 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from catlit.cli import config_dir
 from catlit.data.sources import STGSource
 from catlit.models.embedded import train_tokenizer
+from tests.helpers.runs import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CATLIT_DATA_DIR", ROOT.parent / "shared" / "cat-data"))
 PGBCT_DATA = Path(os.environ.get("CATLIT_PGBCT_DATA_DIR", ROOT.parent / "shared" / "pgbct-data"))
 
@@ -37,34 +32,6 @@ def pgbct_data() -> Path:
     if not PGBCT_DATA.is_dir():
         pytest.skip(f"tracing data (WinoBias, Winogender, Professions) not found at {PGBCT_DATA}")
     return PGBCT_DATA
-
-
-def compose_cfg(tmp_path: Path, overrides: list[str] | None = None, config_name: str = "train"):
-    """Compose conf/<config_name>.yaml exactly as train.py (trace.py) does, the run dir under tmp_path."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose(config_name, overrides=list(overrides or []), return_hydra_config=True)
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]  # train.py's task function never sees this section either
-        cfg.paths.output_dir = str(tmp_path / "run")
-        cfg.paths.log_dir = str(tmp_path / "logs")
-    GlobalHydra.instance().clear()
-    return cfg
-
-
-FAST = [
-    "logger=csv",
-    "trainer.enable_progress_bar=false",
-    "trainer.max_epochs=1",
-    "trainer.log_every_n_steps=1",
-]
-SMALL_DATA = [
-    "+data.params.n_train=64",
-    "+data.params.n_val=16",
-    "+data.params.n_iid=16",
-    "+data.params.n_ood=16",
-]
 
 
 @pytest.fixture

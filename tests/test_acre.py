@@ -16,7 +16,7 @@ from catlit.data.encoding import ExampleEncoder
 from catlit.data.evals import read_evals, write_evals
 from catlit.data.example import DataError
 from catlit.data.sources import ACRESource, EvalsSource
-from tests.conftest import compose_cfg
+from tests.helpers.runs import compose_cfg
 
 TEXT_OBJECT = re.compile(rf"the ({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})")
 SYMBOLIC_OBJECT = re.compile(r"c(\d)s(\d)")

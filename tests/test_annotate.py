@@ -21,9 +21,9 @@ from catlit.annotate.validate import validate_links
 from catlit.data.example import CausalLink, DataError, Example
 from catlit.data.sources import STGHSource, STGSource
 from catlit.data.stg_h import CAUSAL as STGH_CAUSAL
-from tests.chat_server import PLANS, ChatServer, plan_for, row_text
-from tests.conftest import ROOT
-from tests.test_models import save_tiny_checkpoint
+from tests.helpers.chat_server import PLANS, ChatServer, plan_for, row_text
+from tests.helpers.models import save_tiny_checkpoint
+from tests.helpers.runs import ROOT
 
 SECRET = "sk-test-never-log-this-0123456789"
 

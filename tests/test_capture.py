@@ -6,37 +6,20 @@ import copy
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config
+from transformers import AutoModelForCausalLM
 
 from catlit.hooks.attention import EagerAttentionCapture, RowAttentionCapture
 from catlit.methods.reattention import reattention_loss
+from catlit.models.factory import enable_checkpointing
 from catlit.models.lora import apply_lora
+from tests.helpers.models import tiny_config
 
 VOCAB = 64
 
 
 def config(kind: str):
-    common = {"vocab_size": VOCAB, "max_position_embeddings": 64}
-    if kind == "gpt2":
-        return GPT2Config(
-            n_embd=32,
-            n_layer=3,
-            n_head=4,
-            n_positions=64,
-            vocab_size=VOCAB,
-            resid_pdrop=0.0,
-            embd_pdrop=0.0,
-            attn_pdrop=0.0,
-        )
-    cls = LlamaConfig if kind == "llama" else Qwen2Config
-    return cls(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        **common,
-    )  # GQA: 2 query heads per key head
+    """Three layers, grouped-query attention for the Llama-like families (2 query heads per key head)."""
+    return tiny_config(kind, layers=3, vocab=VOCAB, tie=False)
 
 
 def make_batch(seed: int = 0, b: int = 3, t: int = 12) -> dict:
@@ -56,16 +39,18 @@ def make_batch(seed: int = 0, b: int = 3, t: int = 12) -> dict:
 
 
 def loss_and_grads(model, capture, batch, variant="div", autocast=False):
-    capture.setup(model)
-    capture.bind(batch)
     model.zero_grad(set_to_none=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        out = model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **capture.forward_kwargs()
-        )
-        stats = capture.stats(out, batch)
-    loss = reattention_loss(stats, alpha=100.0, variant=variant).loss + 0.0 * out.logits.sum()
-    loss.backward()
+    with capture.attached(model):  # backward inside: a non-reentrant checkpoint recomputes in it
+        capture.bind(batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = model(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                **capture.forward_kwargs(),
+            )
+            stats = capture.stats(out, batch)
+        loss = reattention_loss(stats, alpha=100.0, variant=variant).loss + 0.0 * out.logits.sum()
+        loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     return loss.detach(), grads, stats
 
@@ -74,7 +59,7 @@ def pair(kind: str, dtype=torch.float64, lora: bool = False, ckpt: bool = False)
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_config(config(kind), attn_implementation="eager").to(dtype)
     if ckpt:
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(base)
     if lora:
         base = apply_lora(base, r=4, alpha=8, dropout=0.0)
         for n, p in base.named_parameters():  # non-zero B so every LoRA weight gets a gradient
@@ -82,9 +67,8 @@ def pair(kind: str, dtype=torch.float64, lora: bool = False, ckpt: bool = False)
                 torch.nn.init.normal_(p, std=0.1)
     base.train()
     fast = copy.deepcopy(base)
-    efficient = RowAttentionCapture()
-    fast.set_attn_implementation(efficient.attn_implementation("sdpa"))
-    return base, EagerAttentionCapture(), fast, efficient
+    fast.set_attn_implementation("sdpa")  # the efficient capture wraps the model's fast attention
+    return base, EagerAttentionCapture(), fast, RowAttentionCapture()
 
 
 def assert_same(eager_result, fast_result, atol):
@@ -158,41 +142,43 @@ def test_layer_and_head_selection_agree(layers, heads):
 
 def test_reentrant_checkpointing_is_refused():
     model = AutoModelForCausalLM.from_config(config("llama"))
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    enable_checkpointing(model, use_reentrant=True)
     for capture in (EagerAttentionCapture(), RowAttentionCapture()):
-        with pytest.raises(
-            RuntimeError, match="use_reentrant=True makes the Re-Attention loss train nothing"
+        with (
+            pytest.raises(RuntimeError, match="use_reentrant=True makes the Re-Attention loss train nothing"),
+            capture.attached(model),
         ):
-            capture.setup(model)
+            pass
 
 
 def test_unbound_capture_is_plain_sdpa_and_stats_need_a_bind():
     _, _, fast_model, fast = pair("llama", dtype=torch.float32)
     reference = copy.deepcopy(fast_model)
-    reference.set_attn_implementation("sdpa")
-    fast.setup(fast_model)
     ids = make_batch()["input_ids"]
-    with torch.no_grad():
+    with fast.attached(fast_model), torch.no_grad():
+        assert fast_model.config._attn_implementation == "catlit_sdpa"
         assert torch.equal(fast_model(ids).logits, reference(ids).logits)
-    assert fast.records == {}
-    with pytest.raises(RuntimeError, match="without bind"):
-        fast.stats(None, make_batch())
+        assert fast.records == {}
+        with pytest.raises(RuntimeError, match="without bind"):
+            fast.stats(None, make_batch())
+    assert fast_model.config._attn_implementation == "sdpa"  # restored on exit
 
 
 def test_a_model_that_bypasses_the_interface_is_reported():
-    eager_model, _, _, _ = pair("llama", dtype=torch.float32)  # eager: never calls catlit_sdpa
-    capture = RowAttentionCapture()
-    capture.setup(eager_model)
+    _, _, fast_model, capture = pair("llama", dtype=torch.float32)
     batch = make_batch()
-    capture.bind(batch)
-    out = eager_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-    with pytest.raises(RuntimeError, match=r"saw no attention call for layers \[0, 1, 2\]"):
-        capture.stats(out, batch)
+    with capture.attached(fast_model):
+        fast_model.set_attn_implementation("eager")  # as a model that never calls catlit_sdpa
+        capture.bind(batch)
+        out = fast_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        with pytest.raises(RuntimeError, match=r"saw no attention call for layers \[0, 1, 2\]"):
+            capture.stats(out, batch)
 
 
 def test_eager_base_is_rejected_for_the_efficient_capture():
-    with pytest.raises(ValueError, match="method.capture=eager"):
-        RowAttentionCapture().attn_implementation("eager")
+    eager_model, _, _, _ = pair("llama", dtype=torch.float32)
+    with pytest.raises(ValueError, match="method.capture=eager"), RowAttentionCapture().attached(eager_model):
+        pass
 
 
 @pytest.mark.parametrize("layers,heads", [("all", "all"), ("last:2", [0, 3])])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from catlit.hooks.attention import stack_units
-from catlit.methods import CausalAttentionTuning
+from catlit.methods import CausalAttentionTuning, MethodOutput
 from catlit.methods.reattention import reattention_loss, row_stats
 
 
@@ -50,25 +50,16 @@ def test_relative_alpha_is_fixed_at_the_first_step_and_checkpointed():
     assert abs(threshold - 4.0 * reference) < 1e-6
     assert method.threshold(row_stats(head_a, mask)) == threshold  # later steps do not move it
     restored = CausalAttentionTuning(alpha=4.0, alpha_mode="relative")
-    restored.load_method_state(method.method_state())
+    restored.load_state(method.state())
     assert restored.threshold(row_stats(head_a, mask)) == threshold
 
 
 def test_active_steps_are_counted_and_survive_a_checkpoint():
     mask, head_a, head_b = two_heads_one_row()
-
-    class Capture:  # the statistics a real capture would return for these maps
-        def __init__(self, maps):
-            self.maps = maps
-
-        def stats(self, outputs, batch):
-            return row_stats(self.maps, mask)
-
     method = CausalAttentionTuning(alpha=2.0)
-    for maps in (head_b, head_a, head_b):  # active, inactive, active
-        method.capture = Capture(maps)
-        method.losses(None, {}, 0.0, 0)
+    for maps in (head_b, head_a, head_b):  # active, inactive, active: a forward's statistics
+        method.losses(MethodOutput(loss=torch.zeros(()), parts={"stats": row_stats(maps, mask)}), {}, 0.0, 0)
     assert method.summary()["train/attn_active_steps"] == 2 / 3
     restored = CausalAttentionTuning(alpha=2.0)
-    restored.load_method_state(method.method_state())
+    restored.load_state(method.state())
     assert restored.summary() == method.summary()

@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from omegaconf.errors import MissingMandatoryValue
 
 from catlit.cli import config_dir
-from tests.conftest import compose_cfg
+from tests.helpers.runs import compose_cfg
 
 CONF = Path(config_dir())
 GROUPS = ["model", "data", "method", "trainer", "logger", "callbacks", "experiment"]

@@ -14,7 +14,7 @@ import torch
 from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM
 
-from tests.conftest import ROOT
+from tests.helpers.runs import ROOT
 
 SMALL = [
     "logger=csv",
@@ -107,8 +107,8 @@ def test_fsdp_strategy_wraps_the_decoder_layers(tmp_path, lora):
 
     from catlit.models.lora import apply_lora
     from catlit.training.distributed import build_strategy
-    from tests.conftest import compose_cfg
-    from tests.test_reattention import tiny_llama
+    from tests.helpers.models import tiny_llama
+    from tests.helpers.runs import compose_cfg
 
     model = tiny_llama("sdpa")
     if lora:

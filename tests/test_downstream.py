@@ -8,8 +8,7 @@ from hydra.utils import instantiate
 from catlit.data.coverage import file_coverage
 from catlit.data.jsonl import read_jsonl
 from catlit.eval.scoring import get_scorer
-from tests.conftest import compose_cfg
-from tests.test_train import train
+from tests.helpers.runs import compose_cfg, train
 
 pytestmark = pytest.mark.released_data
 

@@ -11,10 +11,9 @@ import sys
 import pytest
 import torch
 
-from catlit.training.checks import ConfigError
+from catlit.errors import ConfigError
 from catlit.training.run import run
-from tests.conftest import FAST, ROOT, SMALL_DATA, compose_cfg
-from tests.test_train import train
+from tests.helpers.runs import FAST, ROOT, SMALL_DATA, compose_cfg, train
 
 
 def epoch_of(path) -> int:

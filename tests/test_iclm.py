@@ -7,19 +7,14 @@ import copy
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import LlamaForCausalLM
 
 from catlit.data.encoding import IGNORE_INDEX
 from catlit.methods.iclm import IndependentCausalLM, answer_positions, next_tokens, position_ids
-from catlit.models.adapters import active_adapter
-from tests.test_reattention import tiny_llama as reattention_llama
+from catlit.models.lora import active_adapter
+from tests.helpers.models import tiny_llama
 
 VOCAB = 50
 NO_DROPOUT = {"dropout": 0.0}
-
-
-def tiny_llama() -> LlamaForCausalLM:
-    return reattention_llama("sdpa")  # seeded: every call gives the same base
 
 
 def perturb_adapters(model, seed: int = 1) -> None:

@@ -11,7 +11,7 @@ import torch
 
 from catlit.methods.iclm import IndependentCausalLM
 from catlit.training.run import run
-from tests.conftest import FAST, compose_cfg
+from tests.helpers.runs import FAST, compose_cfg
 
 ACRE = ["data=acre", "data.limit=160", "data.eval_batch_size=64"]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from catlit.methods.mutual_information import abs_max_reduce, mutual_information
+from catlit.methods.iclm.mutual_information import abs_max_reduce, mutual_information
 
 
 def reference(x: np.ndarray, y: np.ndarray, direction: str, eps: float = 1e-6) -> float:

@@ -6,44 +6,12 @@ import math
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from catlit.hooks.attention import EagerAttentionCapture
 from catlit.methods.reattention import VARIANTS, reattention_loss, row_stats
-from catlit.methods.schedule import GammaSchedule
-
-
-def spec_loss(attn, mask, pad, alpha, variant):
-    """Specification, row by row: means over C_i and N_i (j <= i, non-pad), loss where r_i < alpha."""
-    total, valid = attn.new_zeros(()), 0
-    batch, t, _ = attn.shape
-    for b in range(batch):
-        for i in range(t):
-            if not mask[b, i].any():
-                continue
-            causes = [j for j in range(i + 1) if mask[b, i, j] and pad[b, j]]
-            others = [j for j in range(i + 1) if not mask[b, i, j] and pad[b, j]]
-            if not causes or not others:
-                continue
-            valid += 1
-            a_c, a_n = attn[b, i, causes].mean(), attn[b, i, others].mean()
-            if variant == "share":  # share of the row's mass on causes below the target
-                s = attn[b, i, causes].sum() / (attn[b, i, causes].sum() + attn[b, i, others].sum())
-                if s < share_target(alpha):
-                    total = total + math.log(share_target(alpha)) - torch.log(s)
-                continue
-            ratio = a_c / a_n if a_n > 0 else math.inf
-            if ratio >= alpha:
-                continue
-            if variant == "div":
-                total = total - torch.log(1 + a_c) / torch.log(1 + a_n)
-            elif variant == "div2":
-                total = total - torch.log(1 + a_c / (1 + a_n))
-            elif variant == "nll":
-                total = total - a_c / (a_c + a_n)
-            else:
-                total = total + torch.clamp(alpha - ratio, min=0)
-    return total / max(valid, 1), valid
+from catlit.methods.reattention_loop import reattention_loop
+from catlit.schedules import Schedule
+from tests.helpers.models import tiny_llama
 
 
 def share_target(alpha: float) -> float:
@@ -75,7 +43,7 @@ def random_case(seed: int, batch: int = 3, t: int = 12):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_vectorised_matches_row_loop_values_and_gradients(variant, alpha, seed):
     attn, mask, pad = random_case(seed)
-    expected, n_valid = spec_loss(attn, mask, pad, alpha, variant)
+    expected, n_valid = reattention_loop(attn, mask, pad, alpha, variant, share=share_target(alpha))
     out = reattention_loss(row_stats(attn, mask, pad), alpha, variant, share=share_target(alpha))
     assert int(out.valid_rows) == n_valid > 0
     assert torch.allclose(out.loss, expected, atol=1e-12, rtol=1e-10)
@@ -130,20 +98,6 @@ def test_unknown_variant_is_rejected():
         reattention_loss(row_stats(attn, mask, pad), 2.0, "kl")
 
 
-def tiny_llama(attn_implementation: str) -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=50,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    return LlamaForCausalLM._from_config(cfg, attn_implementation=attn_implementation)
-
-
 def test_eager_capture_averages_layers_and_heads_and_trains_the_attention():
     model = tiny_llama("eager")
     ids = torch.randint(0, 50, (2, 8))
@@ -177,12 +131,12 @@ def test_eager_capture_fails_loudly_without_maps():
     [("constant", 1.0, 1.0, 1.0), ("linear", 1.0, 0.55, 0.1), ("cosine", 1.0, 0.55, 0.1)],
 )
 def test_gamma_schedules(schedule, start, mid, end):
-    sched = GammaSchedule(gamma=1.0, schedule=schedule, final=0.1)
+    sched = Schedule(value=1.0, schedule=schedule, final=0.1)
     assert sched(0.0) == pytest.approx(start)
     assert sched(0.5) == pytest.approx(mid)
     assert sched(1.0) == pytest.approx(end)
 
 
 def test_exponential_gamma_decays_per_epoch():
-    sched = GammaSchedule(gamma=2.0, schedule="exponential", rate=0.5)
+    sched = Schedule(value=2.0, schedule="exponential", rate=0.5)
     assert [sched(0.0, e) for e in range(3)] == [2.0, 1.0, 0.5]

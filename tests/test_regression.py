@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_train import train
+from tests.helpers.runs import train
 
 # `train/loss` and `train/attn` of the first 8 steps: embedded model, seed 0, 64 toy rows (SMALL_DATA),
 # CAT (the paper objective) with alpha=1000 (so the Re-Attention term acts on every step). Re-record

@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from catlit.report import main
-from tests.conftest import compose_cfg
+from tests.helpers.runs import compose_cfg
 
 
 def fake_run(tmp_path, name: str, overrides: list[str], iid: float, ood: float):

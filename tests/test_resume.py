@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import ROOT, SMALL_DATA
+from tests.helpers.runs import ROOT, SMALL_DATA
 
 RUN = [
     *SMALL_DATA,
@@ -46,7 +46,9 @@ def test_killed_and_resumed_run_equals_the_uninterrupted_one(tmp_path, into):
     killed = tmp_path / "killed"
     # SIGKILL in the middle of the second epoch: the newest checkpoint is the first epoch's
     result = train_py(
-        killed, "+callbacks.kill._target_=tests.faults.KillAt", f"+callbacks.kill.step={STEPS_PER_EPOCH + 2}"
+        killed,
+        "+callbacks.kill._target_=tests.helpers.faults.KillAt",
+        f"+callbacks.kill.step={STEPS_PER_EPOCH + 2}",
     )
     assert result.returncode == -9, result.stderr[-2000:]
     assert not (killed / "metrics.json").exists()

@@ -16,7 +16,7 @@ from catlit.data.stg_family import STGFamily
 from catlit.data.stg_h import CAUSAL as STGH_CAUSAL
 from catlit.data.stg_h import RELEASED_CAUSAL, RELEASED_QUESTION, RELEASED_SPURIOUS, aqi
 from catlit.data.stg_released import released_label, released_score
-from tests.conftest import compose_cfg
+from tests.helpers.runs import compose_cfg
 
 
 def values(example) -> dict[str, float]:

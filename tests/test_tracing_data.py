@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from catlit.data.example import DataError
+from catlit.models.architectures import Layout
 from catlit.models.embedded import train_tokenizer
 from catlit.tracing import datasets
 from catlit.tracing.components import ComponentSpace
 from catlit.tracing.curve import main as curve_main
 from catlit.tracing.engine import Tracer
 from catlit.tracing.pairs import collate, encode_pairs
-from catlit.tracing.sites import Sites
-from tests.tracing_models import random_pairs, tiny_model
+from tests.helpers.tracing import random_pairs, tiny_model
 
 
 @pytest.mark.parametrize(("split", "kept", "skipped"), [("dev", 160, 38), ("test", 130, 68)])
@@ -95,7 +95,7 @@ def test_counterfact_and_jsonl_readers_name_file_and_field(tmp_path):
 
 def test_noise_source_is_one_fixed_draw_per_pair_whatever_the_batch():
     model = tiny_model("llama")
-    space = ComponentSpace(Sites(model), "heads")
+    space = ComponentSpace(Layout(model), "heads")
     pairs = random_pairs(n=4)
     pairs[1].seqs[0] = pairs[1].seqs[0][:5]  # a shorter pair: the others get padded
     pairs[1].scores = [(0, 4, 7, 0), (0, 4, 9, 1)]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from catlit.hooks.points import PATTERN_TAPS, attached, pattern_attention, recorder
+from catlit.models.architectures import Layout
 from catlit.models.lora import apply_lora
 from catlit.tracing.components import ComponentSpace
 from catlit.tracing.engine import Tracer
-from catlit.tracing.hooks import PATTERN_ATTR, attached, pattern_attention, recorder
 from catlit.tracing.search import SearchResult, penalty_weight
-from catlit.tracing.sites import Sites
-from tests.tracing_models import ARCHS, EVERY_ARCH, hand_pair, random_pairs, tiny_model
+from tests.helpers.tracing import ARCHS, EVERY_ARCH, hand_pair, random_pairs, tiny_model
 
 COMPONENTS = [
     ("heads", "head_output"),
@@ -23,7 +23,7 @@ COMPONENTS = [
 
 
 def tracer_for(model, kinds="heads", mode="head_output", pairs=None, **kw):
-    space = ComponentSpace(Sites(model), kinds, mode)
+    space = ComponentSpace(Layout(model), kinds, mode)
     return Tracer(model, space, pairs or random_pairs(), pad_id=0, **kw)
 
 
@@ -64,21 +64,21 @@ def test_all_heads_at_one_reproduce_the_source_last_position(arch):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_mixing_puts_each_head_slice_in_place(arch):
     model = tiny_model(arch)
-    sites = Sites(model)
+    layout = Layout(model)
     tracer = tracer_for(model, source="zero")
     batch = tracer.batch([0, 1])
-    h, w = sites.n_heads, sites.head_width
+    h, w = layout.n_heads, layout.head_width
     constants = torch.arange(1.0, h + 1).repeat_interleave(w)[None, None]  # head i's slice = i + 1
-    cache = {("attn.hook_z", layer): constants for layer in range(sites.n_layers)}
-    fns, clean = recorder(["attn.hook_z"], sites.n_layers)
-    with attached(sites, fns):
+    cache = {("attn.hook_z", layer): constants for layer in range(layout.n_layers)}
+    fns, clean = recorder(["attn.hook_z"], layout.n_layers)
+    with attached(layout, fns):
         logits(model, batch)
-    for layer in range(sites.n_layers):
+    for layer in range(layout.n_layers):
         for head in range(h):
             mask = tracer.space.from_indices([layer * h + head])
             ctx = tracer.patched(batch, mask, cache)
-            rec_fns, seen = recorder(["attn.hook_z"], sites.n_layers)
-            with ctx, attached(sites, rec_fns):  # recorded after the mix: the projection's input
+            rec_fns, seen = recorder(["attn.hook_z"], layout.n_layers)
+            with ctx, attached(layout, rec_fns):  # recorded after the mix: the projection's input
                 logits(model, batch)
             x = seen[("attn.hook_z", layer)].view(*batch.input_ids.shape, h, w)
             ref = clean[("attn.hook_z", layer)].view(*batch.input_ids.shape, h, w)
@@ -106,13 +106,13 @@ def test_attention_pattern_stays_causal_without_a_mask():
 @pytest.mark.parametrize("arch", ARCHS)
 def test_attention_pattern_mode_without_attention_mask_is_causal(arch):
     model = tiny_model(arch)
-    sites = Sites(model)
+    layout = Layout(model)
     ids = torch.randint(3, 50, (2, 7))
     later = ids.clone()
     later[:, -1] = (later[:, -1] + 1) % 47 + 3
     seen = []
     fns = {("attn.hook_pattern", 0): [lambda p: seen.append(p.shape)]}
-    with attached(sites, fns):  # no attention_mask passed: the mask function may hand over None
+    with attached(layout, fns):  # no attention_mask passed: the mask function may hand over None
         a = model(input_ids=ids).logits
         b = model(input_ids=later).logits
     assert seen and model.config._attn_implementation == "sdpa"
@@ -123,9 +123,9 @@ def test_attention_pattern_mode_without_attention_mask_is_causal(arch):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_gradient_is_exactly_zero_for_a_head_whose_output_slice_is_zero(arch):
     model = tiny_model(arch)
-    sites = Sites(model)
+    layout = Layout(model)
     with torch.no_grad():
-        sites.head_output_weight(1, 2).zero_()
+        layout.head_output_weight(1, 2).zero_()
     tracer = tracer_for(model)
     batch, cache = tracer.prepare(list(range(6)))[0]
     z = tracer.space.full(0.5, requires_grad=True)
@@ -167,33 +167,35 @@ def test_multi_token_candidates_score_the_geometric_mean():
 
 def test_hooks_are_removed_even_when_the_forward_fails():
     model = tiny_model("llama")
-    sites = Sites(model)
+    layout = Layout(model)
 
     def boom(x):
         raise RuntimeError("boom")
 
     fns = {("attn.hook_z", 0): [boom], ("hook_mlp_out", 1): [boom], ("attn.hook_pattern", 1): [boom]}
-    with pytest.raises(RuntimeError, match="boom"), attached(sites, fns):
+    with pytest.raises(RuntimeError, match="boom"), attached(layout, fns):
         model(input_ids=torch.tensor([[4, 5, 6]]))
     hooked = [m for m in model.modules() if m._forward_hooks or m._forward_pre_hooks]
     assert not hooked
-    assert not any(hasattr(m, PATTERN_ATTR) for m in model.modules())
+    assert len(PATTERN_TAPS) == 0 and not any(
+        k.startswith("_catlit") for m in model.modules() for k in vars(m)
+    )
     assert model.config._attn_implementation == "sdpa"
 
 
 def test_sites_are_read_through_a_peft_wrapper():
     model = tiny_model("llama")
-    plain = Sites(model)
+    plain = Layout(model)
     wrapped = apply_lora(model, r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "o_proj", "down_proj"])
-    sites = Sites(wrapped)
-    assert (sites.n_layers, sites.n_heads, sites.head_width, sites.d_mlp) == (
+    layout = Layout(wrapped)
+    assert (layout.n_layers, layout.n_heads, layout.head_width, layout.d_mlp) == (
         plain.n_layers,
         plain.n_heads,
         plain.head_width,
         plain.d_mlp,
     )
-    assert type(sites.layers[0].attn_out_proj).__module__.startswith("peft")
-    tracer = Tracer(wrapped, ComponentSpace(sites, "heads"), random_pairs(), pad_id=0)
+    assert type(layout.layers[0].attn_out).__module__.startswith("peft")
+    tracer = Tracer(wrapped, ComponentSpace(layout, "heads"), random_pairs(), pad_id=0)
     batch, cache = tracer.prepare(list(range(6)))[0]
     with tracer.patched(batch, tracer.space.full(1.0), cache):
         patched = wrapped(input_ids=batch.input_ids).logits[:, -1]
@@ -207,7 +209,7 @@ def test_unknown_architecture_is_named():
     config = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, is_decoder=True)
     model = BertLMHeadModel(config)
     with pytest.raises(ValueError, match="model_type='bert'"):
-        Sites(model)
+        Layout(model)
 
 
 def test_schedules_and_selectors():

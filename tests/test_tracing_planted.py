@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from catlit.models.architectures import Layout
 from catlit.tracing import baselines as bl
 from catlit.tracing.components import ComponentSpace
 from catlit.tracing.engine import Tracer
 from catlit.tracing.search import pgbct
-from catlit.tracing.sites import Sites
-from tests.tracing_models import (
+from tests.helpers.tracing import (
     ARCHS,
     last_token_pairs,
     orient,
@@ -37,7 +37,7 @@ def recovered(tracer, n_pairs: int, **search):
 def test_planted_heads_are_recovered(arch):
     model = tiny_model(arch, layers=3, tie=False)
     plant_heads(model, PLANTED_HEADS)
-    space = ComponentSpace(Sites(model), "heads")
+    space = ComponentSpace(Layout(model), "heads")
     tracer = Tracer(model, space, random_pairs(n=24), pad_id=0)
     found, hard, full = recovered(tracer, 24)
     planted = {layer * 4 + head for layer, head in PLANTED_HEADS}
@@ -49,21 +49,21 @@ def test_planted_mlp_dims_are_recovered():
     model = tiny_model("llama", layers=2, tie=False)
     planted_dims = [3, 7, 11]
     plant_mlp_dims(model, planted_dims)
-    space = ComponentSpace(Sites(model), "mlp")
+    space = ComponentSpace(Layout(model), "mlp")
     tracer = Tracer(model, space, last_token_pairs(model), pad_id=0)
     found, hard, full = recovered(tracer, 16)
-    planted = {space.sites.d_model + d for d in planted_dims}  # the last layer's dims
+    planted = {space.layout.d_model + d for d in planted_dims}  # the last layer's dims
     assert found and set(found) <= planted, [space.name(i) for i in found]
     assert full > 0.1 and hard >= 0.5 * full
 
 
 def test_planted_synergy_multi_component_search_beats_topk_and_a_subset_beats_all():
     model, pairs = synergy_model()
-    space = ComponentSpace(Sites(model), "heads")
+    space = ComponentSpace(Layout(model), "heads")
     tracer = Tracer(model, space, pairs, pad_id=0, batch_size=16)
     prepared = tracer.prepare(list(range(len(pairs))))
     single, _ = bl.single_effects(tracer, prepared)
-    top2 = bl.topk(single, 2)
+    top2 = bl.topk_of(single, 2)
     assert 2 in top2  # head C has the largest single effect
     result = pgbct(tracer, list(range(len(pairs))), loss="negative", lambda1=10.0)
     found = result.threshold(0.5)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
@@ -13,21 +12,8 @@ import torch
 from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM
 
-from catlit.training.run import run
-from tests.conftest import FAST, ROOT, SMALL_DATA, compose_cfg
-from tests.test_models import save_tiny_checkpoint
-
-
-def train(tmp_path: Path, *overrides: str, small: bool = True):
-    cfg = compose_cfg(tmp_path, [*FAST, *(SMALL_DATA if small else []), *overrides])
-    value, metrics = run(cfg)
-    return cfg, value, metrics, Path(cfg.paths.output_dir)
-
-
-def logged_columns(run_dir: Path) -> set[str]:
-    (metrics_csv,) = run_dir.glob("csv/*/metrics.csv")
-    with metrics_csv.open() as handle:
-        return set(next(csv.reader(handle)))
+from tests.helpers.models import save_tiny_checkpoint
+from tests.helpers.runs import ROOT, logged_columns, train
 
 
 def test_cat_run_writes_metrics_predictions_checkpoints_and_model(tmp_path):

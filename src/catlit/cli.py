@@ -1,4 +1,6 @@
-"""Command-line entry points (`catlit-train`, `catlit-trace`; the root `train.py` / `trace.py` call these)."""
+"""Every Hydra entry point: `catlit-train` / `train.py`, `catlit-trace` / `trace.py`,
+`catlit-annotate` / `annotate.py`. Each composes `conf/<name>.yaml`, runs its recipe and turns a
+user's mistake into one `error:` line (exit 2)."""
 
 from __future__ import annotations
 
@@ -32,40 +34,80 @@ def user_errors():
         raise SystemExit(2) from None
 
 
-def train_main() -> None:
+def _hydra_main(config_name: str, task):
+    """Run `task(cfg)` under Hydra's main for conf/<config_name>.yaml; its return value goes to sweepers."""
     import hydra
     from omegaconf import DictConfig
 
     from catlit.console import quiet_console
-    from catlit.training.run import run
 
     quiet_console()
 
-    @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
-    def _main(cfg: DictConfig) -> float | None:
+    @hydra.main(version_base="1.3", config_path=config_dir(), config_name=config_name)
+    def _main(cfg: DictConfig):
         with user_errors():
-            value, _ = run(cfg)
-        return value
+            return task(cfg)
 
     _main()
+
+
+def train_main() -> None:
+    from catlit.training.run import run
+
+    _hydra_main("train", lambda cfg: run(cfg)[0])
 
 
 def trace_main() -> None:
-    import hydra
-    from omegaconf import DictConfig
-
-    from catlit.console import quiet_console
     from catlit.tracing.run import run
 
-    quiet_console()
+    def task(cfg):
+        if not cfg.model.path:
+            from omegaconf import open_dict
 
-    @hydra.main(version_base="1.3", config_path=config_dir(), config_name="trace")
-    def _main(cfg: DictConfig) -> float | None:
-        with user_errors():
-            metrics = run(cfg)
-        return metrics.get("pgbct/effect_heldout")
+            with open_dict(cfg):
+                cfg.model.path = str(default_trace_model(cfg))
+        return run(cfg).get("pgbct/effect_heldout")
 
-    _main()
+    _hydra_main("trace", task)
+
+
+def annotate_main() -> None:
+    from catlit.annotate.cli import run_annotation
+
+    _hydra_main("annotate", run_annotation)
+
+
+def default_trace_model(cfg) -> Path:
+    """With no model.path: train catlit's embedded baseline (`default_model.overrides`) once, then reuse
+    it. It is trained in a folder of its own and renamed into place only when finished, so a killed
+    first run leaves nothing that a later run would mistake for a model."""
+    from hydra import compose
+
+    from catlit.rundir import is_finished
+    from catlit.training.run import run as train_run
+
+    folder = Path(cfg.default_model.dir)
+    if is_finished(folder) and (folder / "model" / "config.json").is_file():
+        print(
+            f"model.path is null: reusing the embedded baseline STG model in {folder / 'model'}", flush=True
+        )
+        return folder / "model"
+    if folder.exists():
+        raise FileExistsError(
+            f"{folder} holds an unfinished default model (a run that did not end): remove it, and trace.py "
+            "trains it again"
+        )
+    print(
+        "model.path is null: training catlit's embedded baseline on the STG toy preset first "
+        f"({' '.join(cfg.default_model.overrides)}), into {folder}; later runs reuse it. "
+        "Set model.path=<a train.py run>/model to trace your own model.",
+        flush=True,
+    )
+    building = folder.parent / f".{folder.name}.building-{os.getpid()}"
+    overrides = [*cfg.default_model.overrides, f"seed={cfg.seed}", f"++paths.output_dir={building}"]
+    train_run(compose("train", overrides=overrides))
+    os.replace(building, folder)
+    return folder / "model"
 
 
 if __name__ == "__main__":

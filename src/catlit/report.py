@@ -18,23 +18,44 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import statistics
 from pathlib import Path
 
+from hydra.utils import get_class
 from omegaconf import OmegaConf
+
+from catlit.methods.base import REFERENCE_METHOD, Capabilities
+from catlit.plotting import pyplot
+from catlit.stats import interval, welch_half_width
 
 SPLITS = ("iid", "ood")  # the two every table has; other test splits are added as found
 # what names or places a run, never what it computes
 IGNORED = ("seed", "data.seed", "paths.", "logger.", "tags", "task_name", "hydra.", "ckpt_path")
-SHORT = {"method.alpha": "α", "method.gamma": "γ"}
-# always in a label, varying or not
-HEADLINE = {
-    "cat": ("method.alpha", "method.gamma"),
-    "cat_share": ("method.share", "method.gamma"),
-    "iclm": ("method.mode",),
-}
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+@functools.cache
+def _method_class(target: str):
+    try:
+        return get_class(target)
+    except Exception:
+        return None
+
+
+def method_capabilities(target: str) -> Capabilities:
+    """What a run's method class declares (its report label keys and names); nothing if it is gone."""
+    cls = _method_class(target)
+    return cls.capabilities if cls is not None else Capabilities()
+
+
+def headline_keys(flat: dict[str, str]) -> list[str]:
+    """The config keys a run's label always shows, as its method class declares them."""
+    cls = _method_class(flat.get("method._target_", ""))
+    if cls is None:
+        return []
+    config = {k.removeprefix("method."): v for k, v in flat.items() if k.startswith("method.")}
+    return [f"method.{k}" for k in cls.headline_keys(config)]
 
 
 def _flat(node, prefix: str = "") -> dict[str, str]:
@@ -71,23 +92,15 @@ def load_runs(folders: list[Path]) -> list[dict]:
                 for k, v in _flat(cfg).items()
                 if not _ignored(k) and not any(p and p in v for p in places)
             }
-            if flat.get("method.heads_from"):  # one trace per seed: the setting is "traced heads"
-                flat["method.heads_from"] = "traced"
+            references = method_capabilities(flat.get("method._target_", "")).run_reference_keys
+            for key, text in references.items():  # one trace per seed: the setting is "traced heads"
+                if flat.get(f"method.{key}"):
+                    flat[f"method.{key}"] = text
             metrics = json.loads(metrics_file.read_text())
             runs.append(
                 {"config": flat, "seed": cfg.get("seed"), "metrics": metrics, "dir": str(metrics_file.parent)}
             )
     return runs
-
-
-def interval(values: list[float]) -> tuple[float, float, float]:
-    """mean, std, 95% half-width (0 with one value: no interval)."""
-    mean = statistics.mean(values)
-    if len(values) < 2:
-        return mean, 0.0, 0.0
-    std = statistics.stdev(values)
-    t = T95.get(len(values) - 1, 1.96 + 2.4 / (len(values) - 1))  # t approaches 1.96
-    return mean, std, t * std / len(values) ** 0.5
 
 
 def _difference_ci(row: dict, base: dict, split: str) -> float | None:
@@ -96,12 +109,7 @@ def _difference_ci(row: dict, base: dict, split: str) -> float | None:
     a, b = row["per_seed"][split], base["per_seed"][split]
     if set(a) == set(b) and len(a) > 1:
         return interval([a[s] - b[s] for s in a])[2]
-    if len(a) < 2 or len(b) < 2:
-        return None
-    var_a, var_b = statistics.variance(a.values()) / len(a), statistics.variance(b.values()) / len(b)
-    dof = (var_a + var_b) ** 2 / (var_a**2 / (len(a) - 1) + var_b**2 / (len(b) - 1) or 1.0)
-    t = T95.get(max(int(dof), 1), 1.96 + 2.4 / max(dof, 1.0))
-    return t * (var_a + var_b) ** 0.5
+    return welch_half_width(list(a.values()), list(b.values()))
 
 
 def test_splits(runs: list[dict]) -> list[str]:
@@ -120,7 +128,7 @@ def _with_mean_ood(metrics: dict, splits: list[str]) -> dict:
     return {**metrics, "test/ood/acc": statistics.mean(metrics[k] for k in others)}
 
 
-def aggregate(runs: list[dict], baseline: str = "baseline") -> tuple[list[dict], list[str]]:
+def aggregate(runs: list[dict], baseline: str = REFERENCE_METHOD) -> tuple[list[dict], list[str]]:
     splits = test_splits(runs)
     runs = [{**r, "metrics": _with_mean_ood(r["metrics"], splits)} for r in runs]
     keys = sorted({k for r in runs for k in r["config"]})
@@ -128,7 +136,6 @@ def aggregate(runs: list[dict], baseline: str = "baseline") -> tuple[list[dict],
     groups: dict[tuple, list[dict]] = {}
     for run in runs:
         groups.setdefault(tuple(run["config"].get(k, "") for k in varying), []).append(run)
-    headline = {k for keys in HEADLINE.values() for k in keys}
     rows = []
     for setting, members in groups.items():
         first = members[0]["config"]
@@ -137,7 +144,9 @@ def aggregate(runs: list[dict], baseline: str = "baseline") -> tuple[list[dict],
             "data": first.get("data.name", "")
             + (f" ({first['data.preset']})" if first.get("data.preset") else ""),
             "method": first.get("method.name", ""),
-            **{k: first.get(k, "") for k in headline},
+            "headline": headline_keys(first),
+            "capabilities": method_capabilities(first.get("method._target_", "")),
+            **{k: first.get(k, "") for k in headline_keys(first)},
             **dict(zip(varying, setting)),
         }
         by_seed: dict = {}
@@ -181,7 +190,7 @@ def aggregate(runs: list[dict], baseline: str = "baseline") -> tuple[list[dict],
     for row in rows:  # a label names a method's headline values and what varies among its rows
         peers = [r for r in rows if r["method"] == row["method"]]
         shown = [k for k in varying if len({r.get(k, "") for r in peers}) > 1]
-        row["label_keys"] = [*(k for k in HEADLINE.get(row["method"], ()) if k not in shown), *shown]
+        row["label_keys"] = [*(k for k in row["headline"] if k not in shown), *shown]
     rows.sort(key=lambda r: (r["data"], r["method"] != baseline, label(r)))
     return rows, varying
 
@@ -192,10 +201,11 @@ def label(row: dict) -> str:
         value = row.get(key, "")
         if key in ("method.name", "data.name", "data.preset") or value == "":
             continue
-        if key == "method.heads_from":
-            parts.append("traced heads")
+        caps, name = row["capabilities"], key.removeprefix("method.")
+        if name in caps.run_reference_keys:
+            parts.append(caps.run_reference_keys[name])
             continue
-        name = SHORT.get(key, key.removeprefix("method."))
+        name = caps.label_names.get(name, name)
         parts.append(f"{name}={value}")
     return " ".join(parts)
 
@@ -238,10 +248,7 @@ def markdown(rows: list[dict], varying: list[str]) -> str:
 
 
 def plot(rows: list[dict], varying: list[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     labels = [label(r) for r in rows]
     x = range(len(rows))
@@ -280,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folders", nargs="+", type=Path, help="sweep (or run) directories")
     parser.add_argument("--out", type=Path, help="where report.md/.csv/.png go (default: the first folder)")
     parser.add_argument(
-        "--baseline", default="baseline", help="the method (name) gap closed is measured against, e.g. lora"
+        "--baseline",
+        default=REFERENCE_METHOD,
+        help="the method (name) gap closed is measured against, e.g. lora",
     )
     args = parser.parse_args(argv)
     runs = load_runs(args.folders)

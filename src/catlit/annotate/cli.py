@@ -1,4 +1,5 @@
-"""`python annotate.py input=rows.jsonl [annotator=rules|openai|hf] [demos=stg|math|gsm8k|arc] ...`"""
+"""The annotation recipe behind `python annotate.py input=rows.jsonl [annotator=...] [demos=...]`
+(its Hydra main is `catlit.cli.annotate_main`)."""
 
 from __future__ import annotations
 
@@ -42,16 +43,3 @@ def run_annotation(cfg):
     table = summary_table(counts)
     print(f"\nAnnotated {cfg.input} -> {output}\n{table}\n", flush=True)
     return counts
-
-
-def annotate_main() -> None:
-    import hydra
-
-    from catlit.cli import config_dir, user_errors
-
-    @hydra.main(version_base="1.3", config_path=config_dir(), config_name="annotate")
-    def _main(cfg) -> None:
-        with user_errors():  # a malformed row ends the run in one line, as train.py and trace.py do
-            run_annotation(cfg)
-
-    _main()

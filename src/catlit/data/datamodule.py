@@ -58,8 +58,8 @@ class TaskDataModule(L.LightningDataModule):
 
     The tokenizer arrives after construction (`set_tokenizer`) because the embedded default model
     trains its tokenizer on this module's own training text. `fields` are what the method asks the
-    training batches for beyond the tokens (see `catlit.data.collate.BATCH_FIELDS`); evaluation
-    batches carry the generation prompts and, where asked, `source`.
+    training batches for beyond the tokens, `eval_fields` what it asks of validation and test batches
+    (see `catlit.data.collate.BATCH_FIELDS`); evaluation batches always carry the generation prompts.
     """
 
     def __init__(
@@ -72,13 +72,14 @@ class TaskDataModule(L.LightningDataModule):
         num_workers: int = 0,
         max_new_tokens: int | None = None,
         fields=("causal_mask",),
+        eval_fields=(),
         too_long: str = "raise",
         shuffle_seed: int = 0,
     ):
         super().__init__()
         self.source, self.name, self.max_length = source, name, max_length
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
-        self.fields = check_fields(fields)
+        self.fields, self.eval_fields = check_fields(fields), check_fields(eval_fields)
         self._max_new_tokens, self.too_long = max_new_tokens, too_long
         self.shuffle_seed = shuffle_seed  # train.py passes the run's seed
         self.task = getattr(source, "task", "exact")
@@ -173,9 +174,7 @@ class TaskDataModule(L.LightningDataModule):
         return self._loader(self.train_set, self.batch_size, True, collator)
 
     def _eval_loaders(self, sets: dict[str, EncodedSplit]) -> list[DataLoader]:
-        collator = Collator(
-            self.tokenizer.pad_token_id, self.fields & {"source", "prompt_positions"}, with_prompts=True
-        )
+        collator = Collator(self.tokenizer.pad_token_id, self.eval_fields, with_prompts=True)
         return [self._loader(ds, self.eval_batch_size, False, collator) for ds in sets.values()]
 
     def val_dataloader(self) -> list[DataLoader]:

@@ -23,7 +23,8 @@ import torch
 from catlit.data.encoding import ExampleEncoder
 from catlit.data.example import CausalLink, Example
 from catlit.hooks.eager import eager_attention
-from catlit.report import interval
+from catlit.plotting import pyplot
+from catlit.stats import interval
 
 REST = "prompt"
 
@@ -119,10 +120,7 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
 
 
 def plot(table: dict[str, dict[str, list[float]]], path: Path, split: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     labels = list(table)
     roles = sorted({r for by_role in table.values() for r in by_role}, key=lambda r: (r == REST, r))

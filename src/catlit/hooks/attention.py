@@ -1,30 +1,41 @@
 """Attention capture: a forward pass -> the per-row statistics (`RowStats`) the Re-Attention loss needs.
 
-Two captures share one contract (`setup`, `bind`, `unbind`, `forward_kwargs`, `stats`):
+Two captures share one contract: `attached(model)` (a context manager: everything the capture needs
+of the model exists only inside it and is removed on exit, also after an exception), `bind(batch)`
+before a training forward, `forward_kwargs()`, `stats(outputs, batch)`, and `unbind()` once the
+batch's backward is done:
 
 - `eager`: reads the full maps returned with `output_attentions=True` under eager attention
   (B·H·T² probabilities per layer, kept until backward). The reference behaviour.
 - `efficient`: keeps the model's fast attention (SDPA, or flash where installed) for the forward and
   backward, and recomputes, in fp32 and differentiably, softmax(q·kᵀ) only for the query rows that
   carry a causal mask, only in the selected layers and heads, reducing each row at once to its two
-  sums. It plugs in through transformers' model-agnostic seam: a registered attention function
-  (`AttentionInterface`) with the base implementation's mask function (`AttentionMaskInterface`,
-  without which the causal mask would silently be dropped).
+  sums. It plugs in through transformers' model-agnostic seam (`catlit.hooks.interface`): while
+  attached, the model runs `catlit_<base>`, which calls the base attention and hands q and k to the
+  capture tapped on each attention module of the architecture table.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 
 import torch
-from transformers import AttentionInterface
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from catlit.hooks.interface import (
+    Taps,
+    attention_implementation,
+    current_attention,
+    is_fast_attention,
+    register_attention,
+)
 from catlit.hooks.row_stats import RowStats, row_stats
 from catlit.hooks.selection import LayerHeadSelection
+from catlit.models.architectures import Layout
 
-ATTR = "_catlit_capture"  # set on every module with a layer_idx; read by the registered function
+CAPTURE_TAPS = Taps("attention capture")  # attention module -> the capture's record(layer=...)
 
 
 def check_checkpointing(model) -> None:
@@ -40,11 +51,6 @@ def check_checkpointing(model) -> None:
             )
 
 
-def _text_config(model):
-    config = model.config
-    return config.get_text_config() if hasattr(config, "get_text_config") else config
-
-
 class EagerAttentionCapture:
     name = "eager"
 
@@ -52,11 +58,12 @@ class EagerAttentionCapture:
         self.selection = LayerHeadSelection(layers, heads)
         self.per_head = per_head
 
-    def attn_implementation(self, requested: str) -> str:
-        return "eager"
-
-    def setup(self, model) -> None:
+    @contextlib.contextmanager
+    def attached(self, model) -> Iterator[EagerAttentionCapture]:
+        """The model runs eager attention (which returns its maps) inside the block."""
         check_checkpointing(model)
+        with attention_implementation(model, "eager"):
+            yield self
 
     def bind(self, batch: dict) -> None:
         pass
@@ -104,25 +111,22 @@ def stack_units(units: list[RowStats]) -> RowStats:
 
 
 @functools.cache
-def register_capture_attention(base: str) -> str:
+def capture_attention(base: str) -> str:
     """Register `catlit_<base>`: `base` attention for the output + row statistics on the side."""
-    if base not in ALL_ATTENTION_FUNCTIONS or base not in ALL_MASK_ATTENTION_FUNCTIONS:
+    if not is_fast_attention(base):
         raise ValueError(
             f"the efficient capture wraps a registered fast attention (sdpa, flash_attention_2, ...), "
             f"not {base!r}; use method.capture=eager for eager attention"
         )
-    name = f"catlit_{base}"
 
     def attention(module, query, key, value, attention_mask, **kwargs):
         out = ALL_ATTENTION_FUNCTIONS[base](module, query, key, value, attention_mask, **kwargs)
-        capture = getattr(module, ATTR, None)
-        if capture is not None and capture.bound is not None:
-            capture.record(module, query, key, attention_mask, kwargs.get("scaling"))
+        record = CAPTURE_TAPS.get(module)
+        if record is not None:
+            record(query, key, attention_mask, kwargs.get("scaling"))
         return out[0], None
 
-    AttentionInterface.register(name, attention)
-    AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
-    return name
+    return register_attention(f"catlit_{base}", attention, mask_like=base)
 
 
 class RowAttentionCapture:
@@ -137,20 +141,27 @@ class RowAttentionCapture:
         self.records: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.layer_list: list[int] = []
 
-    def attn_implementation(self, requested: str) -> str:
-        return register_capture_attention(requested or "sdpa")
-
-    def setup(self, model) -> None:
+    @contextlib.contextmanager
+    def attached(self, model) -> Iterator[RowAttentionCapture]:
+        """Inside the block the model runs `catlit_<its attention>` and every attention module of the
+        architecture table is tapped; on exit the taps go, the implementation and the batch unbind."""
         check_checkpointing(model)
-        config = _text_config(model)
-        self.layer_list = self.selection.layers(config.num_hidden_layers)
-        attached = 0
-        for module in model.modules():
-            if hasattr(module, "layer_idx"):
-                object.__setattr__(module, ATTR, self)
-                attached += 1
-        if not attached:
-            raise RuntimeError(f"{type(model).__name__}: no attention module with a layer_idx to capture")
+        name = capture_attention(current_attention(model))
+        layout = Layout(model)
+        self.layer_list = self.selection.layers(layout.n_layers)
+        taps = {
+            module: functools.partial(self._tap, layer)
+            for layer, module in enumerate(layout.attention_modules())
+        }
+        try:
+            with CAPTURE_TAPS.attached(taps), attention_implementation(model, name):
+                yield self
+        finally:
+            self.unbind()
+
+    def _tap(self, layer: int, query, key, attention_mask, scaling) -> None:
+        if self.bound is not None:
+            self.record(layer, query, key, attention_mask, scaling)
 
     def forward_kwargs(self) -> dict:
         return {}
@@ -182,8 +193,8 @@ class RowAttentionCapture:
     def unbind(self) -> None:
         self.bound, self.records = None, {}
 
-    def record(self, module, query, key, attention_mask, scaling) -> None:
-        layer, bound = module.layer_idx, self.bound
+    def record(self, layer: int, query, key, attention_mask, scaling) -> None:
+        bound = self.bound
         t = bound["visible"].shape[-1]
         if layer not in self.layer_list or query.shape[2] != t or key.shape[2] != t:
             return  # an unselected layer, or not this batch's full-sequence forward
@@ -226,8 +237,8 @@ class RowAttentionCapture:
         if missing:
             raise RuntimeError(
                 f"efficient attention capture saw no attention call for layers {missing}: the model must "
-                "route attention through transformers' AttentionInterface (attn_implementation="
-                f"'catlit_<base>'); use method.capture=eager otherwise"
+                "route attention through transformers' AttentionInterface, inside capture.attached(model); "
+                "use method.capture=eager otherwise"
             )
         bound = self.bound
         rows, valid = bound["rows"], bound["valid"]

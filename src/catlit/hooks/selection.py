@@ -4,11 +4,16 @@ layers: "all" | "last:K" | [i, j, ...] (negative indices count from the end)
 heads:  "all" | [h, ...] (the same heads in every selected layer) | {layer: [h, ...]} (others: all)
 A selection averages, per layer, over its heads, then over the layers: with "all" / "all" this is the
 mean over every layer and head, the paper's objective.
+
+`read_head_selection` reads the heads of a trace's `selection.json` (written by `trace.py`) as such a
+{layer: [heads]} selection, for `method.heads_from`.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 
 class LayerHeadSelection:
@@ -46,3 +51,22 @@ class LayerHeadSelection:
     @property
     def is_everything(self) -> bool:
         return self.layers_spec in (None, "all") and self.heads_spec in (None, "all")
+
+
+def read_head_selection(path: str | Path) -> dict[int, list[int]]:
+    """{layer: [heads]} of the attention heads in a trace's selection.json (or its run directory)."""
+    file = Path(path).expanduser()
+    if file.is_dir():
+        file = file / "selection.json"
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"method.heads_from={str(path)!r}: no selection.json there (run trace.py first)"
+        )
+    data = json.loads(file.read_text())
+    heads: dict[int, list[int]] = {}
+    for comp in data.get("components", []):
+        if comp.get("kind") == "heads":
+            heads.setdefault(int(comp["layer"]), []).append(int(comp["index"]))
+    if not heads:
+        raise ValueError(f"{file}: the selection holds no attention heads (trace with components=[heads])")
+    return {layer: sorted(h) for layer, h in sorted(heads.items())}

@@ -1,66 +1,106 @@
-"""The method abstraction: what a training objective may change around one LightningModule.
+"""The Method core: what a training objective may change around the one LightningModule.
 
-The LightningModule is the same for every method: loss = the forward's loss + Σ method terms. A
-method, in the order the run meets it:
-  - `batch_fields`: what it asks the training batches for beyond the tokens (`causal_mask`,
-    `source`, `prompt_positions`; see catlit.data.collate.BATCH_FIELDS);
-  - `attn_implementation`: which attention the model must be built with;
-  - `build(model)`: builds on the model before the Trainer exists (adapters) and returns the model
-    to train. A method that is also an `nn.Module` owns parameters (a router, a head): the
-    LightningModule holds it as a submodule, so they reach the optimizer, DDP and checkpoints;
-  - `setup(model)`: hooks into the model once training starts;
-  - `forward(model, batch, stage)` and `generate(...)`: the model's pass and greedy decoding
-    (default: the model's own), with `before_forward` / `forward_kwargs` for methods that only
-    need to see inside the standard pass (attention statistics);
-  - `losses(...)`: terms added to the forward's loss, and scalars to log;
-  - `epoch_metrics(stage)`: figures gathered over an epoch (logged once per epoch);
-  - `method_state` / `load_method_state`: plain state outside any module (checkpointed);
-  - `summary()`: end-of-run figures for metrics.json; `save_pretrained(dir, model)`: what the
-    method adds to the saved model folder.
+The LightningModule (`catlit.training.module.TaskModule`) is the same for every method:
+loss = the forward's loss + Σ the method's terms. A method has a small core,
+
+  build(model, tokenizer)            once, before the Trainer exists: returns the model to train
+                                     (e.g. with adapters). A method that is also an `nn.Module` owns
+                                     parameters (a router, a head): they reach the optimizer, DDP and
+                                     checkpoints as the LightningModule's `method.*` weights;
+  forward(model, batch, stage)       one pass -> `MethodOutput` (the answer-only CE as `loss`, and in
+                                     `parts` whatever `losses` needs of this very pass);
+  losses(output, batch, progress, epoch) -> (terms added to the loss, scalars to log);
+  state() / load_state(state)        what it learned outside any module (checkpointed);
+
+optional members with do-nothing defaults (`hooks`, `end_batch`, `generate`, `epoch_metrics`,
+`summary`, `summary_lines`, `save_pretrained`), and declared `Capabilities`: what the pipeline may ask
+of it. `training/`, `data/` and `report.py` read these declarations and never name a method.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from numbers import Real
+
 import torch
+
+from catlit.models.lora import adapter_config, apply_adapter
+
+
+def number(test: Callable[[float], bool]) -> Callable[[object], bool]:
+    """A config rule's test: a real number (not a bool) that passes `test`."""
+    return lambda v: isinstance(v, Real) and not isinstance(v, bool) and test(v)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    batch_fields: frozenset[str] = frozenset()  # asked of training batches (catlit.data.collate.BATCH_FIELDS)
+    eval_batch_fields: frozenset[str] = frozenset()  # asked of validation and test batches
+    progress_bar: tuple[str, ...] = ()  # logged scalars (as `losses` names them) shown in the progress bar
+    headline: tuple[str, ...] = ()  # its config keys (below `method.`) every report label shows
+    attention_probe: bool = True  # predictions come from one standard forward of the model
+    label_names: Mapping[str, str] = field(default_factory=dict)  # short names of its keys in report labels
+    # keys whose value names another run (a path, one per seed): reports group runs by the key being
+    # set, and label them with this text
+    run_reference_keys: Mapping[str, str] = field(default_factory=dict)
+    # its config keys -> (test, what the value must be), checked before anything runs
+    config_rules: Mapping[str, tuple[Callable[[object], bool], str]] = field(default_factory=dict)
+
+
+@dataclass
+class MethodOutput:
+    loss: torch.Tensor  # answer-only cross-entropy
+    logits: torch.Tensor | None = None
+    parts: dict = field(default_factory=dict)  # what `losses` needs of this forward
 
 
 class Method:
     name = "method"
-    batch_fields: frozenset[str] = frozenset()
-    single_pass = True  # predictions come from one standard forward of the model (attention is probed)
+    capabilities = Capabilities()
 
     def __init__(self, name: str | None = None):
         if name:
             self.name = name
 
-    def attn_implementation(self, requested: str) -> str:
-        """The attention implementation the model must be built with, given the one configured."""
-        return requested
+    @classmethod
+    def headline_keys(cls, config: dict) -> tuple[str, ...]:
+        """The config keys (below `method.`) a report label shows for a run with this method `config`."""
+        return cls.capabilities.headline
 
+    # ---- the core --------------------------------------------------------------------------------
     def build(self, model, tokenizer=None):
         """Called once before the Trainer exists; returns the model to train (e.g. with adapters)."""
         return model
 
-    def setup(self, model) -> None:
-        """Called once with the (possibly peft-wrapped) model before training."""
+    def forward(self, model, batch: dict, stage: str) -> MethodOutput:
+        """One pass over a batch; `stage` is "train" or "<val|test>/<split>"."""
+        out = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
+        )
+        return MethodOutput(loss=out.loss, logits=out.logits)
 
-    def before_forward(self, batch: dict, training: bool) -> None:
-        """Called before every standard forward pass (training or evaluation)."""
+    def losses(
+        self, output: MethodOutput, batch: dict, progress: float, epoch: int
+    ) -> tuple[dict[str, torch.Tensor], dict[str, float | torch.Tensor]]:
+        """(loss terms added to the forward's loss, scalars to log) for one training batch."""
+        return {}, {}
 
-    def forward_kwargs(self) -> dict:
+    def state(self) -> dict:
+        """What the method learned outside the model (saved in checkpoints, restored on resume)."""
         return {}
 
-    def forward(self, model, batch: dict, stage: str):
-        """One pass over a batch; `stage` is "train" or "<val|test>/<split>". Returns model outputs
-        with `.loss` (answer-only CE) and `.logits`."""
-        training = stage == "train"
-        self.before_forward(batch, training)
-        return model(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            labels=batch["labels"],
-            **(self.forward_kwargs() if training else {}),
-        )
+    def load_state(self, state: dict) -> None:
+        pass
+
+    # ---- optional ------------------------------------------------------------------------------
+    def hooks(self, model) -> contextlib.AbstractContextManager:
+        """What the method attaches to the model for a fit; removed when the block exits."""
+        return contextlib.nullcontext()
+
+    def end_batch(self) -> None:
+        """Called once a training batch's backward is done."""
 
     def generate(self, model, batch: dict, stage: str, **kwargs) -> torch.Tensor:
         """Greedy continuation of the batch's left-padded prompts (prompt tokens included)."""
@@ -71,42 +111,31 @@ class Method:
         gathering starts afresh after the call."""
         return {}
 
-    def save_pretrained(self, directory, model) -> None:
-        """Write what the method adds to a saved model folder (the model itself is already there)."""
-
-    def method_state(self) -> dict:
-        """What the method learned outside the model (saved in checkpoints, restored on resume)."""
-        return {}
-
-    def load_method_state(self, state: dict) -> None:
-        pass
-
     def summary(self) -> dict[str, float]:
         """Figures for the run's metrics.json once training ends (e.g. how often a loss term acted)."""
         return {}
 
-    def losses(
-        self, outputs, batch: dict, progress: float, epoch: int
-    ) -> tuple[dict[str, torch.Tensor], dict[str, float | torch.Tensor]]:
-        """Return (loss terms added to CE, scalars to log)."""
-        return {}, {}
+    def summary_lines(self, metrics: dict[str, float]) -> list[str]:
+        """Lines printed under the run's results table."""
+        return []
+
+    def save_pretrained(self, directory, model) -> None:
+        """Write what the method adds to a saved model folder (the model itself is already there)."""
 
 
 class Baseline(Method):
-    """Plain answer-only fine-tuning; with `adapter` ({r, alpha, dropout, target_modules}) the method
-    trains one LoRA adapter of that shape on the frozen model (method=lora: the single-adapter
-    reference for ICLM's modules)."""
+    """Plain answer-only fine-tuning; with `adapter` (the `adapter` config group: r, alpha, dropout,
+    target_modules) it trains one LoRA adapter of that shape on the frozen model (method=lora: the
+    single-adapter reference for ICLM's modules)."""
 
     name = "baseline"
 
     def __init__(self, name: str | None = None, adapter: dict | None = None):
         super().__init__(name)
-        self.adapter = dict(adapter) if adapter else None
+        self.adapter = adapter_config(adapter) if adapter else None
 
     def build(self, model, tokenizer=None):
-        if not self.adapter:
-            return model
-        from catlit.models.lora import apply_lora, refuse_second_lora_owner
+        return apply_adapter(model, self.adapter, owner=self.name) if self.adapter else model
 
-        refuse_second_lora_owner(model, self.name)
-        return apply_lora(model, **self.adapter)
+
+REFERENCE_METHOD = Baseline.name  # what report.py measures "gap closed" against unless told otherwise

@@ -5,17 +5,31 @@ from __future__ import annotations
 import torch
 
 from catlit.hooks.attention import make_capture
-from catlit.methods.base import Method
+from catlit.hooks.selection import read_head_selection
+from catlit.methods.base import Capabilities, Method, MethodOutput, number
 from catlit.methods.reattention import VARIANTS, reattention_loss, row_ratios
-from catlit.methods.schedule import GammaSchedule
-from catlit.tracing.selection import read_head_selection
+from catlit.schedules import Schedule
 
 ALPHA_MODES = ("absolute", "relative")
 
 
 class CausalAttentionTuning(Method):
     name = "cat"
-    batch_fields = frozenset({"causal_mask"})
+    capabilities = Capabilities(
+        batch_fields=frozenset({"causal_mask"}),
+        progress_bar=("attn", "attn_ratio"),
+        headline=("alpha", "gamma"),
+        label_names={"alpha": "α", "gamma": "γ"},
+        run_reference_keys={"heads_from": "traced heads"},
+        config_rules={
+            "alpha": (number(lambda v: v > 0), "a number > 0"),
+            "gamma": (
+                number(lambda v: v >= 0),
+                "a number >= 0 (a negative gamma pushes attention away from causes)",
+            ),
+            "share": (number(lambda v: 0 < v <= 1), "a number in (0, 1]"),
+        },
+    )
 
     def __init__(
         self,
@@ -52,23 +66,32 @@ class CausalAttentionTuning(Method):
         self.reference_ratio: float | None = None  # alpha_mode=relative: the ratio at the first step
         # training batches seen, and those where L_attn acted (a tensor: no device sync per step)
         self.steps, self.active_steps = 0, torch.zeros(())
-        self.gamma = GammaSchedule(gamma=gamma, **(gamma_schedule or {}))
+        self.gamma = Schedule(value=gamma, key="method.gamma_schedule.schedule", **(gamma_schedule or {}))
         self.capture = make_capture(capture, layers, heads, per_head)
 
-    def attn_implementation(self, requested: str) -> str:
-        return self.capture.attn_implementation(requested)
+    @classmethod
+    def headline_keys(cls, config: dict) -> tuple[str, ...]:
+        """The share target labels a run of the share variant; alpha labels the ratio variants."""
+        return ("share", "gamma") if config.get("variant") == "share" else cls.capabilities.headline
 
-    def setup(self, model) -> None:
-        self.capture.setup(model)
+    def hooks(self, model):
+        return self.capture.attached(model)
 
-    def before_forward(self, batch: dict, training: bool) -> None:
-        if training:
-            self.capture.bind(batch)
-        else:  # evaluation and generation run the plain fast attention
-            self.capture.unbind()
+    def forward(self, model, batch: dict, stage: str) -> MethodOutput:
+        if stage != "train":  # evaluation and generation run the plain fast attention
+            return super().forward(model, batch, stage)
+        self.capture.bind(batch)
+        out = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            labels=batch["labels"],
+            **self.capture.forward_kwargs(),
+        )
+        return MethodOutput(loss=out.loss, logits=out.logits, parts={"stats": self.capture.stats(out, batch)})
 
-    def forward_kwargs(self) -> dict:
-        return self.capture.forward_kwargs()
+    def end_batch(self) -> None:
+        # only now: a non-reentrant checkpoint recomputes each layer (and its statistics) in backward
+        self.capture.unbind()
 
     def threshold(self, stats) -> float:
         """The ratio threshold: alpha, or alpha times the ratio the model had at its first step."""
@@ -80,11 +103,11 @@ class CausalAttentionTuning(Method):
             self.reference_ratio = float(rows.ratio[finite].mean()) if finite.any() else 1.0
         return self.alpha * self.reference_ratio
 
-    def method_state(self) -> dict:
+    def state(self) -> dict:
         active = int(self.active_steps)
         return {"reference_ratio": self.reference_ratio, "steps": self.steps, "active_steps": active}
 
-    def load_method_state(self, state: dict) -> None:
+    def load_state(self, state: dict) -> None:
         self.reference_ratio = state.get("reference_ratio")
         self.steps, self.active_steps = state.get("steps", 0), torch.tensor(state.get("active_steps", 0))
 
@@ -94,8 +117,13 @@ class CausalAttentionTuning(Method):
             out["train/attn_reference_ratio"] = self.reference_ratio
         return out
 
-    def losses(self, outputs, batch, progress, epoch):
-        stats = self.capture.stats(outputs, batch)
+    def summary_lines(self, metrics: dict[str, float]) -> list[str]:
+        if "train/attn_active_steps" not in metrics:
+            return []
+        return [f"L_attn active in {100 * metrics['train/attn_active_steps']:.1f}% of training steps"]
+
+    def losses(self, output: MethodOutput, batch, progress, epoch):
+        stats = output.parts["stats"]
         out = reattention_loss(stats, self.threshold(stats), self.variant, self.share)
         gamma = self.gamma(progress, epoch)
         rows = out.valid_rows.float()

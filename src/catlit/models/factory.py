@@ -10,23 +10,18 @@ import torch
 
 from catlit.models.embedded import build_embedded
 from catlit.models.loading import load_pretrained
-from catlit.models.lora import apply_lora
+from catlit.models.lora import apply_adapter
 
 log = logging.getLogger(__name__)
 
 
-def build_model(
-    cfg,
-    corpus: Callable[[], list[str]],
-    attn_implementation: str | None = None,
-    save_dir: str | Path | None = None,
-):
+def build_model(cfg, corpus: Callable[[], list[str]], save_dir: str | Path | None = None):
     """`cfg.path` null builds the embedded default from `corpus()`; otherwise loads a local folder.
 
     The embedded model is saved to `save_dir` before any training so the run can be reloaded with
     `model.path=<save_dir>`.
     """
-    attn = attn_implementation or cfg.attn_implementation
+    attn = cfg.attn_implementation
     if cfg.path:
         model, tokenizer = load_pretrained(cfg.path, cfg.dtype, attn)
     else:
@@ -39,11 +34,10 @@ def build_model(
     if cfg.get("gradient_checkpointing"):
         # Non-reentrant: a reentrant checkpoint reruns the forward under no_grad, so anything captured
         # inside a layer (the attention statistics) would carry no gradient.
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
+        enable_checkpointing(model)
     lora = cfg.get("lora")
     if lora and lora.enabled:
-        model = apply_lora(model, lora.r, lora.alpha, lora.dropout, lora.get("target_modules"))
+        model = apply_adapter(model, lora)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         log.info("LoRA: %d trainable parameters", trainable)
     keep_trainable_in_float32(model)
@@ -51,6 +45,17 @@ def build_model(
     total = sum(p.numel() for p in model.parameters())
     log.info("model: %s, %.2fM parameters, attention=%s", type(model).__name__, total / 1e6, attn)
     return model, tokenizer
+
+
+def enable_checkpointing(model, use_reentrant: bool = False) -> None:
+    """Activation checkpointing on every decoder layer (transformers' name for it since v5.x, or the
+    older one). Non-reentrant unless asked: see `build_model`."""
+    kwargs = {"use_reentrant": use_reentrant}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    model.config.use_cache = False
 
 
 def keep_trainable_in_float32(model) -> None:

@@ -1,6 +1,6 @@
 """The components a mask ranges over, their names, and the soft intervention at one hook point.
 
-A component kind lives at one hook point (see `sites`) with `size` components per layer:
+A component kind lives at one hook point (see `catlit.hooks.points`) with `size` components per layer:
 
   heads        one per attention head          attn.hook_z (head output) / attn.hook_pattern
   mlp          one per MLP output dimension     hook_mlp_out   (the residual-stream width)
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from catlit.tracing.sites import Sites
+from catlit.models.architectures import Layout
 
 HEAD_MODES = ("head_output", "attention_pattern")
 KINDS = ("heads", "mlp", "neurons", "attn_blocks", "mlp_blocks")
@@ -44,31 +44,31 @@ class Group:
         }[self.kind]
 
 
-def _group(kind: str, sites: Sites, head_mode: str) -> Group:
+def _group(kind: str, layout: Layout, head_mode: str) -> Group:
     if kind == "heads":
         point = "attn.hook_z" if head_mode == "head_output" else "attn.hook_pattern"
-        return Group(kind, point, sites.n_layers, sites.n_heads)
+        return Group(kind, point, layout.n_layers, layout.n_heads)
     point, size = {
-        "mlp": ("hook_mlp_out", sites.d_model),
-        "neurons": ("mlp.hook_post", sites.d_mlp),
+        "mlp": ("hook_mlp_out", layout.d_model),
+        "neurons": ("mlp.hook_post", layout.d_mlp),
         "attn_blocks": ("hook_attn_out", 1),
         "mlp_blocks": ("hook_mlp_out", 1),
     }[kind]
-    return Group(kind, point, sites.n_layers, size)
+    return Group(kind, point, layout.n_layers, size)
 
 
 class ComponentSpace:
     """An ordered set of component groups; masks are dicts {kind: tensor [n_layers, size]}."""
 
-    def __init__(self, sites: Sites, kinds, head_mode: str = "head_output"):
+    def __init__(self, layout: Layout, kinds, head_mode: str = "head_output"):
         kinds = [kinds] if isinstance(kinds, str) else list(kinds)
         unknown = [k for k in kinds if k not in KINDS]
         if unknown or not kinds:
             raise ValueError(f"components={kinds}: choose one or more of {KINDS}")
         if head_mode not in HEAD_MODES:
             raise ValueError(f"head_mode={head_mode!r}; choose from {HEAD_MODES}")
-        self.sites, self.head_mode = sites, head_mode
-        self.groups = [_group(k, sites, head_mode) for k in dict.fromkeys(kinds)]
+        self.layout, self.head_mode = layout, head_mode
+        self.groups = [_group(k, layout, head_mode) for k in dict.fromkeys(kinds)]
         self.numel = sum(g.numel for g in self.groups)
 
     @property

@@ -18,9 +18,9 @@ from collections.abc import Iterator
 
 import torch
 
+from catlit.hooks.points import attached, recorder
 from catlit.tracing.components import ComponentSpace, mix
 from catlit.tracing.effects import candidate_scores, check, effect_loss, effect_of, kept_positions, pair_score
-from catlit.tracing.hooks import attached, recorder
 from catlit.tracing.pairs import POSITIONS, EncodedPair, PairBatch, collate
 
 SOURCES = ("counterfactual", "noise", "zero", "mean")
@@ -51,7 +51,7 @@ class Tracer:
             raise ValueError(
                 "source=mean is undefined for attention patterns (their length varies); use zero"
             )
-        self.model, self.space, self.sites = model, space, space.sites
+        self.model, self.space, self.layout = model, space, space.layout
         self.encoded, self.pad_id = encoded, pad_id
         self.source, self.positions, self.effect = source, positions, effect
         self.noise_scale, self.seed, self.batch_size = noise_scale, seed, batch_size
@@ -93,7 +93,7 @@ class Tracer:
 
     @torch.no_grad()
     def source_cache(self, batch: PairBatch) -> dict:
-        points, n_layers = self.space.points, self.sites.n_layers
+        points, n_layers = self.space.points, self.layout.n_layers
         if self.source == "zero":
             return {
                 (p, layer): torch.zeros((), device=self.device) for p in points for layer in range(n_layers)
@@ -102,15 +102,15 @@ class Tracer:
             return self.means()
         fns, store = recorder(points, n_layers)
         if self.source == "counterfactual":
-            with attached(self.sites, fns):
+            with attached(self.layout, fns):
                 self.model(input_ids=batch.source_ids, attention_mask=batch.attention_mask, use_cache=False)
             return store
-        with attached(self.sites, fns), self._noised_embeddings(batch):
+        with attached(self.layout, fns), self._noised_embeddings(batch):
             self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
         return store
 
     def _noised_embeddings(self, batch: PairBatch):
-        embeddings = self.sites.base.get_input_embeddings()
+        embeddings = self.layout.base.get_input_embeddings()
         std = float(embeddings.weight.float().std()) * self.noise_scale
         spans = batch.noised.clone()
         prompt = torch.arange(spans.shape[1], device=spans.device)[None] < batch.prompt_lens[:, None]
@@ -139,8 +139,8 @@ class Tracer:
             sums: dict = defaultdict(float)
             count = 0
             for batch in self.batches(list(range(len(self.encoded)))):
-                fns, store = recorder(self.space.points, self.sites.n_layers)
-                with attached(self.sites, fns):
+                fns, store = recorder(self.space.points, self.layout.n_layers)
+                with attached(self.layout, fns):
                     self.model(
                         input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
                     )
@@ -167,7 +167,7 @@ class Tracer:
                         mix, source=cache[(group.point, layer)], z=z, positions=positions, point=group.point
                     )
                 )
-        return attached(self.sites, fns)
+        return attached(self.layout, fns)
 
     def delta(self, batch: PairBatch, mask: dict[str, torch.Tensor], cache: dict) -> torch.Tensor:
         """Per-pair Δ = s_int − s_base with `mask` applied (differentiable in the mask)."""

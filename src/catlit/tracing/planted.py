@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from catlit.tracing.sites import Sites
+from catlit.models.architectures import Layout
 
 
 def plant_heads(
@@ -18,11 +18,11 @@ def plant_heads(
     """Make `planted` heads the main path of a change: every other head's output slice is multiplied
     by `others` (0: the planted heads are the only path), the planted ones by `scale`, and the
     unembedding by `readout` so the effect is large."""
-    sites = Sites(model)
+    layout = Layout(model)
     with torch.no_grad():
-        for layer in range(sites.n_layers):
-            for head in range(sites.n_heads):
-                weight = sites.head_output_weight(layer, head)
+        for layer in range(layout.n_layers):
+            for head in range(layout.n_heads):
+                weight = layout.head_output_weight(layer, head)
                 weight.mul_(scale if (layer, head) in planted else others)
         model.get_output_embeddings().weight.mul_(readout)
 

@@ -6,18 +6,11 @@ from pathlib import Path
 
 import torch
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from catlit.plotting import pyplot
 
 
 def effect_vs_size(curves: dict[str, list[tuple[int, float]]], path: Path, ylabel: str) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for method, points in curves.items():
         points = sorted(points)
@@ -33,7 +26,7 @@ def effect_vs_size(curves: dict[str, list[tuple[int, float]]], path: Path, ylabe
 
 def z_map(z: torch.Tensor, path: Path, title: str) -> None:
     """z of one component kind as a [layers, components per layer] heat map."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(min(2 + 0.35 * z.shape[1], 12), 1.5 + 0.35 * z.shape[0]))
     im = ax.imshow(z.numpy(), vmin=0, vmax=1, cmap="viridis", aspect="auto")
     ax.set_xlabel("head" if z.shape[1] < 64 else "dimension")
@@ -47,7 +40,7 @@ def z_map(z: torch.Tensor, path: Path, title: str) -> None:
 
 def z_history(history: list[torch.Tensor], names: list[str], selected: list[int], path: Path) -> None:
     """z per epoch: the selected components named, every other one as a thin grey line."""
-    plt = _pyplot()
+    plt = pyplot()
     stacked = torch.stack(history).numpy()  # [epochs, components]
     epochs = range(1, len(history) + 1)
     fig, ax = plt.subplots(figsize=(5.5, 3.8))

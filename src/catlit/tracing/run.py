@@ -1,4 +1,4 @@
-"""The pipeline behind `python trace.py`: model -> pairs -> PGB-CT and baselines -> table and files.
+"""The tracing recipe behind `python trace.py`: model -> pairs -> PGB-CT and baselines -> write.
 
 Every method's selection is scored by the same evaluator (the hard mask's mean effect) on the
 training pairs it was chosen on and on held-out pairs it never saw.
@@ -6,7 +6,6 @@ training pairs it was chosen on and on held-out pairs it never saw.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -17,15 +16,15 @@ import transformers
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from catlit.models.architectures import Layout
 from catlit.models.loading import load_local
-from catlit.tracing import baselines as bl
+from catlit.rundir import RunDir, write_json
 from catlit.tracing import plots
+from catlit.tracing.baselines import BASELINES, Context, Scored
 from catlit.tracing.components import ComponentSpace
 from catlit.tracing.engine import Tracer
 from catlit.tracing.pairs import encode_pairs
-from catlit.tracing.search import pgbct
-from catlit.tracing.selection import write_selection
-from catlit.tracing.sites import Sites
+from catlit.tracing.search import SearchResult, pgbct
 
 log = logging.getLogger(__name__)
 
@@ -34,29 +33,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def default_model(cfg: DictConfig) -> Path:
-    """With no model.path: train catlit's embedded baseline on the STG toy preset once, then reuse it."""
-    folder = Path(cfg.default_model.dir)
-    model_dir = folder / "model"
-    if (model_dir / "config.json").is_file():
-        print(f"model.path is null: reusing the embedded baseline STG model in {model_dir}", flush=True)
-        return model_dir
-    print(
-        "model.path is null: training catlit's embedded baseline on the STG toy preset first "
-        f"({' '.join(cfg.default_model.overrides)}), into {folder}; later runs reuse it. "
-        "Set model.path=<a train.py run>/model to trace your own model.",
-        flush=True,
-    )
-    from hydra import compose
-
-    from catlit.training.run import run as train_run
-
-    overrides = [*cfg.default_model.overrides, f"seed={cfg.seed}", f"++paths.output_dir={folder}"]
-    train_cfg = compose("train", overrides=overrides)
-    train_run(train_cfg)
-    return model_dir
 
 
 def split_indices(n: int, heldout_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -70,19 +46,58 @@ def split_indices(n: int, heldout_fraction: float, seed: int) -> tuple[list[int]
 
 def run(cfg: DictConfig) -> dict[str, float]:
     started = time.time()
-    out_dir = Path(cfg.paths.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    torch.manual_seed(cfg.seed)
+    if not cfg.model.path:
+        raise ValueError(
+            "model.path is null: set it to a checkpoint folder (trace.py builds a default model)"
+        )
+    unknown = sorted(set(cfg.baselines.methods) - set(BASELINES))
+    if unknown:
+        raise ValueError(f"baselines.methods: unknown {unknown}; choose from {sorted(BASELINES)}")
+    run_dir = RunDir(cfg.paths.output_dir)
+    with run_dir.claim(what="trace"):
+        run_dir.write_config(cfg)
+        torch.manual_seed(cfg.seed)
+        tracer, train_idx, held_idx, skipped = setup(cfg)
+        ctx = _context(cfg, tracer, train_idx, held_idx)
+        result = pgbct(tracer, train_idx, seed=cfg.seed, **_search_options(cfg.search))
+        selected = result.top(cfg.select.k) if cfg.select.k else result.threshold(cfg.select.threshold)
+        if not selected:
+            log.warning(
+                "no component reached z >= %s: the penalties outweigh every effect; lower search.lambda1 "
+                "or select the k largest z with select.k=K",
+                cfg.select.threshold,
+            )
+        sizes = sorted({s for s in [*(cfg.baselines.sizes or []), len(selected)] if 0 < s <= ctx.numel})
+        rows = [
+            ctx.scored("pgbct", k, selected if k == len(selected) else result.top(k), result.wall_s)
+            for k in sizes
+        ]
+        for name in cfg.baselines.methods:
+            rows += BASELINES[name](ctx, sizes)
+        main = ctx.score(selected)
+        metrics = {
+            **write_outputs(cfg, run_dir, tracer.space, result, selected, main, rows),
+            "pairs/train": len(train_idx),
+            "pairs/heldout": len(held_idx),
+            "pairs/skipped": skipped,
+            "time/wall_s": round(time.time() - started, 1),
+        }
+        run_dir.write_metrics(metrics)  # last: the trace is complete
+    print(
+        _summary(cfg, run_dir.path, rows, selected, result, tracer.space, len(train_idx), len(held_idx)),
+        flush=True,
+    )
+    return metrics
+
+
+def setup(cfg: DictConfig) -> tuple[Tracer, list[int], list[int], int]:
+    """The frozen model, the encoded pairs split into search and held-out sets, and the tracer."""
     device = resolve_device(cfg.device)
     transformers.utils.logging.disable_progress_bar()  # no weight-loading bars between the tables
-
-    path = cfg.model.path or default_model(cfg)
     model, tokenizer = load_local(
-        path, cfg.model.dtype, cfg.model.attn_implementation, cfg.model.get("base_path")
+        cfg.model.path, cfg.model.dtype, cfg.model.attn_implementation, cfg.model.get("base_path")
     )
     model.to(device).eval().requires_grad_(False)  # frozen: only the mask is optimised
-
     pairs = instantiate(cfg.pairs.loader)
     encoded, skipped = encode_pairs(tokenizer, pairs, cfg.pairs.misaligned)
     if skipped:
@@ -92,12 +107,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if len(encoded) < 2:
         raise ValueError(f"only {len(encoded)} usable pair(s): tracing needs at least 2")
     train_idx, held_idx = split_indices(len(encoded), cfg.heldout_fraction, cfg.seed)
-
-    sites = Sites(model)
-    space = ComponentSpace(sites, cfg.components, cfg.mode)
     tracer = Tracer(
         model,
-        space,
+        ComponentSpace(Layout(model), cfg.components, cfg.mode),
         encoded,
         tokenizer.pad_token_id,
         source=cfg.pairs.source,
@@ -107,114 +119,55 @@ def run(cfg: DictConfig) -> dict[str, float]:
         seed=cfg.seed,
         batch_size=cfg.search.batch_size,
     )
+    return tracer, train_idx, held_idx, skipped
+
+
+def _context(cfg: DictConfig, tracer: Tracer, train_idx: list[int], held_idx: list[int]) -> Context:
     eval_train = train_idx[: cfg.baselines.eval_pairs] if cfg.baselines.eval_pairs else train_idx
     train_prep, held_prep = tracer.prepare(eval_train), tracer.prepare(held_idx)
 
     def score(indices: list[int]) -> tuple[float, float]:
-        mask = space.from_indices(indices, device)
+        mask = tracer.space.from_indices(indices, tracer.device)
         held = tracer.evaluate(mask, held_prep) if held_prep else float("nan")
         return tracer.evaluate(mask, train_prep), held
 
-    search = cfg.search
-    result = pgbct(
-        tracer,
-        train_idx,
-        epochs=search.epochs,
-        lr=OmegaConf.to_container(search.lr),
-        lambda1=search.lambda1,
-        lambda2=search.lambda2,
-        schedule=search.schedule,
-        loss=search.loss,
-        init=search.init,
-        seed=cfg.seed,
-    )
-    selected = result.top(cfg.select.k) if cfg.select.k else result.threshold(cfg.select.threshold)
-    size = len(selected)
-    if not selected:
-        log.warning(
-            "no component reached z >= %s: the penalties outweigh every effect; lower search.lambda1 "
-            "or select the k largest z with select.k=K",
-            cfg.select.threshold,
-        )
-    sizes = sorted({s for s in [*(cfg.baselines.sizes or []), size] if 0 < s <= space.numel})
-
-    rows: list[dict] = []  # method, size, effect_train, effect_heldout, wall_s
-    curves: dict[str, list[tuple[int, float]]] = {}
-
-    def add(method: str, k: int, indices: list[int], wall: float) -> None:
-        train, held = score(indices)
-        rows.append({"method": method, "size": k, "train": train, "heldout": held, "wall_s": wall})
-        curves.setdefault(method, []).append((k, train))
-
-    for k in sizes:
-        add("pgbct", k, selected if k == size else result.top(k), result.wall_s)
-    methods = list(cfg.baselines.methods)
-    unknown = sorted(set(methods) - set(bl.METHODS))
-    if unknown:
-        raise ValueError(f"baselines.methods: unknown {unknown}; choose from {bl.METHODS}")
-    if "topk" in methods:
-        effects, wall = bl.single_effects(tracer, train_prep)
-        for k in sizes:
-            add("topk", k, bl.topk(effects, k), wall)
-    if "greedy" in methods and sizes:
-        order, _, times = bl.greedy(tracer, train_prep, max(sizes))
-        for k in sizes:
-            add("greedy", k, order[:k], times[k - 1])
-    if "random" in methods:
-        for k in sizes:
-            draws = bl.random_subsets(space.numel, k, cfg.baselines.random_draws, cfg.seed)
-            scores = [score(d) for d in draws]
-            rows.append(
-                {
-                    "method": "random",
-                    "size": k,
-                    "train": sum(s[0] for s in scores) / len(scores),
-                    "heldout": sum(s[1] for s in scores) / len(scores),
-                    "wall_s": 0.0,
-                }
-            )
-            curves.setdefault("random", []).append((k, rows[-1]["train"]))
-    if "all" in methods:
-        add("all", space.numel, list(range(space.numel)), 0.0)
-
-    main = score(selected)
-    metrics = _write_outputs(cfg, out_dir, space, result, selected, main, rows, curves, str(path))
-    metrics.update(
-        {
-            "pairs/train": len(train_idx),
-            "pairs/heldout": len(held_idx),
-            "pairs/skipped": skipped,
-            "time/wall_s": round(time.time() - started, 1),
-        }
-    )
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    print(_summary(cfg, out_dir, rows, selected, result, space, len(train_idx), len(held_idx)), flush=True)
-    return metrics
+    options = OmegaConf.to_container(cfg.baselines, resolve=True)
+    return Context(tracer, train_prep, score, seed=cfg.seed, options=options)
 
 
-def _write_outputs(cfg, out_dir: Path, space, result, selected, main, rows, curves, model_path: str) -> dict:
-    write_selection(
-        out_dir / "selection.json",
+def _search_options(search: DictConfig) -> dict:
+    keys = ("epochs", "lambda1", "lambda2", "schedule", "loss", "init")
+    return {"lr": OmegaConf.to_container(search.lr), **{k: search[k] for k in keys}}
+
+
+def write_outputs(
+    cfg, run_dir: RunDir, space, result: SearchResult, selected, main, rows: list[Scored]
+) -> dict:
+    """selection.json and the plots; returns the metrics (metrics.json is the caller's, written last)."""
+    write_json(
+        run_dir / "selection.json",
         {
             "method": "pgbct",
             "rule": f"top {cfg.select.k} of z" if cfg.select.k else f"z >= {cfg.select.threshold}",
             "size": len(selected),
             "effect": {"train": main[0], "heldout": main[1]},
             "effect_kind": cfg.pairs.effect,
-            "model": model_path,
+            "model": str(cfg.model.path),
             "components": [{**space.describe(i), "z": round(float(result.z[i]), 4)} for i in selected],
             "z": {k: v.tolist() for k, v in space.unflatten(result.z).items()},
         },
     )
-    metrics = {}
+    metrics: dict[str, float] = {}
+    curves: dict[str, list[tuple[int, float]]] = {}
     for r in rows:
-        key = f"{r['method']}/k{r['size']}"
-        metrics.update({f"{key}/effect_train": r["train"], f"{key}/effect_heldout": r["heldout"]})
-        metrics[f"{key}/wall_s"] = round(r["wall_s"], 3)
+        key = f"{r.method}/k{r.size}"
+        metrics.update({f"{key}/effect_train": r.train, f"{key}/effect_heldout": r.heldout})
+        metrics[f"{key}/wall_s"] = round(r.wall_s, 3)
+        curves.setdefault(r.method, []).append((r.size, r.train))
     metrics.update(
         {"pgbct/size": len(selected), "pgbct/effect_train": main[0], "pgbct/effect_heldout": main[1]}
     )
-    plot_dir = out_dir / "plots"
+    plot_dir = run_dir / "plots"
     plot_dir.mkdir(exist_ok=True)
     plots.effect_vs_size(curves, plot_dir / "effect_vs_size.png", f"effect ({cfg.pairs.effect}), train pairs")
     z_groups = space.unflatten(result.z)
@@ -225,7 +178,7 @@ def _write_outputs(cfg, out_dir: Path, space, result, selected, main, rows, curv
     return metrics
 
 
-def _summary(cfg, out_dir, rows, selected, result, space, n_train, n_held) -> str:
+def _summary(cfg, out_dir: Path, rows: list[Scored], selected, result, space, n_train, n_held) -> str:
     lines = [
         f"\nTracing ({', '.join(cfg.components)}; {cfg.mode}; source={cfg.pairs.source}; "
         f"effect={cfg.pairs.effect}) on {n_train} train / {n_held} held-out pairs; run dir: {out_dir}",
@@ -233,9 +186,7 @@ def _summary(cfg, out_dir, rows, selected, result, space, n_train, n_held) -> st
         "|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(
-            f"| {r['method']} | {r['size']} | {r['train']:.4f} | {r['heldout']:.4f} | {r['wall_s']:.1f} s |"
-        )
+        lines.append(f"| {r.method} | {r.size} | {r.train:.4f} | {r.heldout:.4f} | {r.wall_s:.1f} s |")
     shown = ", ".join(f"{space.name(i)} ({float(result.z[i]):.2f})" for i in selected[:20])
     more = f" ... +{len(selected) - 20}" if len(selected) > 20 else ""
     lines.append(f"selected ({len(selected)}): {shown or 'none'}{more}")

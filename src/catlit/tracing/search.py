@@ -18,21 +18,18 @@ from dataclasses import dataclass, field
 
 import torch
 
+from catlit.schedules import Schedule
 from catlit.tracing.engine import Tracer
 
-SCHEDULES = {
-    "constant": lambda lam, t: lam,
-    "linear": lambda lam, t: lam * (t + 1),
-    "exp": lambda lam, t: lam * 2.0**t,
-    "poly": lambda lam, t: lam * float(t) ** 2,
-}
+# the release's names -> catlit's schedule table (catlit.schedules)
+SCHEDULES = {"constant": "constant", "linear": "grow_linear", "exp": "grow_exp", "poly": "grow_poly"}
 DEFAULT_LR = {"heads": 0.1, "mlp": 0.5, "neurons": 0.5, "attn_blocks": 0.1, "mlp_blocks": 0.1}
 
 
 def penalty_weight(schedule: str, lam: float, epoch: int) -> float:
     if schedule not in SCHEDULES:
         raise ValueError(f"search.schedule={schedule!r}; choose from {sorted(SCHEDULES)}")
-    return float(SCHEDULES[schedule](lam, epoch))
+    return Schedule(lam, SCHEDULES[schedule])(epoch=epoch)
 
 
 @dataclass

@@ -16,6 +16,8 @@ import os
 import sys
 from collections.abc import Iterator
 
+from catlit.models.architectures import decoder_layer_classes
+
 
 @contextlib.contextmanager
 def hydra_job_argv() -> Iterator[None]:
@@ -52,19 +54,6 @@ def destroy_process_group() -> None:
         dist.destroy_process_group()
 
 
-def decoder_layer_classes(model) -> set[type]:
-    """The classes HF marks as unsplittable (`_no_split_modules`): the natural FSDP wrap units."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    names = set(getattr(base, "_no_split_modules", None) or [])
-    classes = {type(m) for m in model.modules() if type(m).__name__ in names}
-    if not classes:
-        raise ValueError(
-            f"{type(base).__name__} declares no _no_split_modules present in the model; "
-            "pass trainer.strategy.layer_classes explicitly"
-        )
-    return classes
-
-
 def fsdp_strategy(
     model,
     sharding_strategy: str = "FULL_SHARD",
@@ -73,7 +62,7 @@ def fsdp_strategy(
     layer_classes: list[str] | None = None,
     **kwargs,
 ):
-    """Lightning's FSDPStrategy, auto-wrapped on the model's decoder layers.
+    """Lightning's FSDPStrategy, auto-wrapped on the model's decoder layers (the architecture table's).
 
     Activation checkpointing uses Lightning's non-reentrant wrapper (a reentrant one would give the
     Re-Attention statistics no gradient); `use_orig_params` keeps LoRA's frozen and trainable

@@ -10,3 +10,19 @@ class WandbLogger(_WandbLogger):
         super().__init__(*args, **kwargs)
         if self._wandb_init.get("anonymous") is None:
             self._wandb_init.pop("anonymous", None)
+
+
+def finish_loggers(loggers: list) -> None:
+    """Close this job's wandb run (multirun jobs share a process) and say where its files are."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    for lg in loggers:
+        if isinstance(lg, _WandbLogger):
+            import wandb
+
+            folder = wandb.run.dir.removesuffix("/files") if wandb.run else None
+            offline = wandb.run is not None and wandb.run.settings._offline
+            wandb.finish()
+            if folder and rank_zero_only.rank == 0:
+                how = f"upload it with: wandb sync {folder}" if offline else "synced online"
+                print(f"wandb run: {folder} ({how})", flush=True)

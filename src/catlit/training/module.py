@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback
 from torch import nn
 from transformers import get_scheduler
 
@@ -13,6 +16,33 @@ from catlit.methods.base import Method
 from catlit.models.lora import is_peft
 from catlit.training.distributed import fully_shard_model
 from catlit.training.rng import collect_rng_states, set_rng_states
+
+
+class MethodHooks(Callback):
+    """Keeps the method's hooks (`Method.hooks`) on the model for exactly the fit: attached at its
+    start, removed at its end, also when it raises. Added by `TaskModule.configure_callbacks`."""
+
+    def __init__(self):
+        self.stack: contextlib.ExitStack | None = None
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.close()
+        self.stack = contextlib.ExitStack()
+        self.stack.enter_context(pl_module.method.hooks(pl_module.model))
+
+    def close(self) -> None:
+        if self.stack is not None:
+            self.stack.close()
+            self.stack = None
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self.close()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self.close()
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        self.close()
 
 
 class TaskModule(L.LightningModule):
@@ -67,8 +97,12 @@ class TaskModule(L.LightningModule):
                 )
             fully_shard_model(self.model, self.device_mesh)
 
+    def configure_callbacks(self) -> list[Callback]:
+        if any(isinstance(c, MethodHooks) for c in self.trainer.callbacks):
+            return []  # validate/test after fit: already there
+        return [MethodHooks()]
+
     def on_fit_start(self) -> None:
-        self.method.setup(self.model)
         # for gamma schedules; Lightning recomputes this property on every access
         self._total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
 
@@ -78,7 +112,11 @@ class TaskModule(L.LightningModule):
         loss = outputs.loss + sum(terms.values())
         bs = batch["input_ids"].shape[0]
         if not torch.isfinite(loss):
-            bad = {k: float(v) for k, v in {"ce": outputs.loss, **terms}.items() if not torch.isfinite(v)}
+            bad = {
+                k: float(v.detach())
+                for k, v in {"ce": outputs.loss, **terms}.items()
+                if not torch.isfinite(v)
+            }
             if self.nonfinite == "raise":
                 raise FloatingPointError(
                     f"training step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx}): "
@@ -91,9 +129,13 @@ class TaskModule(L.LightningModule):
 
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log("train/ce", outputs.loss, prog_bar=True, batch_size=bs)
+        progress_bar = self.method.capabilities.progress_bar
         for name, value in logs.items():
-            self.log(f"train/{name}", value, prog_bar=name in ("attn", "attn_ratio"), batch_size=bs)
+            self.log(f"train/{name}", value, prog_bar=name in progress_bar, batch_size=bs)
         return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self.method.end_batch()
 
     # ---- evaluation -----------------------------------------------------------------------------
     def on_train_epoch_end(self) -> None:
@@ -220,12 +262,12 @@ class TaskModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._resumed_rng = checkpoint.get("catlit_rng_states")
         self.nonfinite_skipped = checkpoint.get("catlit_nonfinite_skipped", 0)
-        self.method.load_method_state(checkpoint.get("catlit_method_state", {}))
+        self.method.load_state(checkpoint.get("catlit_method_state", {}))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["catlit_rng_states"] = collect_rng_states()
         checkpoint["catlit_nonfinite_skipped"] = self.nonfinite_skipped
-        checkpoint["catlit_method_state"] = self.method.method_state()
+        checkpoint["catlit_method_state"] = self.method.state()
         if is_peft(self.model):  # adapter-only: keep what trains, never the frozen base weights
             trainable = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
             checkpoint["state_dict"] = {

@@ -6,6 +6,10 @@ the input's routed tokens, and the nearest codeword wins (Σ_t ‖z_t − e‖²
 this is the codeword nearest the mean latent). The choice is an argmin, so no task gradient reaches
 the router: it learns from the VQ-VAE loss alone, β‖z − sg(e)‖² + ‖sg(z) − e‖² on the chosen
 codeword.
+
+The chosen codeword of each token is read with a one-hot matmul rather than an indexed gather: the
+gather's backward accumulates into shared rows in an order that varies with the thread count, so two
+runs of one seed would differ in the last bits; the matmul's backward is reproducible.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
 
 
 @dataclass
@@ -57,34 +63,48 @@ class VQRouter(nn.Module):
             0, rows, token_distances
         )
         choice = distances.argmin(-1)
-        chosen = codebook[choice[rows]]  # each token against its input's codeword
+        chosen = F.one_hot(choice[rows], self.codes).to(codebook.dtype) @ codebook  # its input's codeword
         vq = self.beta * F.mse_loss(z, chosen.detach()) + F.mse_loss(z.detach(), chosen)
         weights = F.one_hot(choice, self.codes).to(hidden.dtype)
         return Route(choice=choice, weights=weights, distances=distances.detach(), vq_loss=vq)
 
 
-class RoutingCounts:
-    """Inputs per (codeword, true source) over an epoch: purity and codebook usage."""
+class RoutingCounts(Metric):
+    """Inputs per (codeword, true source) over an epoch: purity and codebook usage. A torchmetrics
+    metric, so every process's inputs count (the states are gathered when it is computed)."""
 
-    def __init__(self, codes: int):
+    full_state_update = False
+
+    def __init__(self, codes: int, **kwargs):
+        super().__init__(**kwargs)
         self.codes = codes
-        self.counts: dict[tuple[int, int], int] = {}
+        self.add_state("choice", default=[], dist_reduce_fx="cat")
+        self.add_state("source", default=[], dist_reduce_fx="cat")
 
     def update(self, choice: torch.Tensor, source: torch.Tensor | None) -> None:
-        sources = source.tolist() if source is not None else [-1] * len(choice)
-        for k, s in zip(choice.tolist(), sources):
-            self.counts[k, s] = self.counts.get((k, s), 0) + 1
+        choice = choice.detach().long()
+        self.choice.append(choice)
+        self.source.append(
+            source.to(choice.device).long() if source is not None else torch.full_like(choice, -1)
+        )
 
-    def merge(self, other: dict[tuple[int, int], int]) -> None:
-        for key, n in other.items():
-            self.counts[key] = self.counts.get(key, 0) + n
+    @property
+    def counts(self) -> dict[tuple[int, int], int]:
+        if len(self.choice) == 0:  # a list before the cross-process sync, one tensor after it
+            return {}
+        pairs = torch.stack([dim_zero_cat(self.choice), dim_zero_cat(self.source)], 1)
+        keys, n = pairs.cpu().unique(dim=0, return_counts=True)
+        return {(int(k), int(s)): int(c) for (k, s), c in zip(keys.tolist(), n.tolist())}
 
-    def figures(self) -> dict[str, float]:
-        total = sum(self.counts.values())
+    def compute(self) -> dict[str, float]:
+        return self.figures(self.counts)
+
+    def figures(self, counts: dict[tuple[int, int], int]) -> dict[str, float]:
+        total = sum(counts.values())
         if not total:
             return {}
         per_code = torch.zeros(self.codes)
-        for (k, _), n in self.counts.items():
+        for (k, _), n in counts.items():
             per_code[k] += n
         share = per_code / total
         entropy = -(share[share > 0] * share[share > 0].log()).sum()
@@ -92,7 +112,7 @@ class RoutingCounts:
             "codebook_usage": float((per_code > 0).float().mean()),  # share of codewords chosen at all
             "codebook_perplexity": float(entropy.exp()),  # effective number of codewords in use
         }
-        known = {key: n for key, n in self.counts.items() if key[1] >= 0}
+        known = {key: n for key, n in counts.items() if key[1] >= 0}
         if known:
             best: dict[int, int] = {}
             by_source: dict[int, int] = {}

@@ -1,61 +1,16 @@
-"""Tiny random models of each architecture and hand-made tracing pairs, shared by the tracing tests."""
+"""Hand-made tracing pairs and planted models, shared by the tracing tests."""
 
 from __future__ import annotations
 
 import torch
-from transformers import (
-    AutoModelForCausalLM,
-    GPT2Config,
-    LlamaConfig,
-    MistralConfig,
-    Qwen2Config,
-    Qwen3Config,
-)
 
+from catlit.models.architectures import Layout
 from catlit.tracing.pairs import EncodedPair
 from catlit.tracing.planted import orient, plant_heads  # noqa: F401  (re-exported for the tests)
-from catlit.tracing.sites import Sites
+from tests.helpers.models import VOCAB, tiny_config, tiny_model  # noqa: F401  (re-exported for the tests)
 
-VOCAB = 50
 ARCHS = ("gpt2", "llama", "qwen2")
 EVERY_ARCH = (*ARCHS, "qwen3", "mistral")  # for the exactness tests
-CONFIGS = {"llama": LlamaConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config, "mistral": MistralConfig}
-
-
-def tiny_config(
-    arch: str, layers: int = 2, heads: int = 4, width: int = 32, tie: bool = True, kv_heads: int | None = None
-):
-    if arch == "gpt2":
-        return GPT2Config(
-            n_embd=width,
-            n_layer=layers,
-            n_head=heads,
-            n_positions=64,
-            vocab_size=VOCAB,
-            resid_pdrop=0.0,
-            embd_pdrop=0.0,
-            attn_pdrop=0.0,
-            tie_word_embeddings=tie,
-            bos_token_id=0,
-            eos_token_id=0,
-        )
-    return CONFIGS[arch](
-        hidden_size=width,
-        intermediate_size=2 * width,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads or heads // 2,  # grouped-query attention by default
-        max_position_embeddings=64,
-        vocab_size=VOCAB,
-        tie_word_embeddings=tie,
-    )
-
-
-def tiny_model(arch: str, seed: int = 0, **kw):
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(arch, **kw), attn_implementation="sdpa")
-    model.eval().requires_grad_(False)
-    return model
 
 
 def hand_pair(base: list[int], source: list[int] | None, cands=(7, 9), origin: str = "pair") -> EncodedPair:
@@ -87,20 +42,20 @@ def plant_mlp_dims(model, planted: list[int], readout: float = 10.0):
     """Llama: the change sits at the last token; only the last layer's MLP output dims `planted`
     reach the unembedding (attention silenced, embeddings zero on those dims, the unembedding reads
     only them; the two last tokens have embeddings of equal norm, so the final norm cannot leak)."""
-    sites = Sites(model)
-    keep = torch.zeros(sites.d_model, dtype=torch.bool)
+    layout = Layout(model)
+    keep = torch.zeros(layout.d_model, dtype=torch.bool)
     keep[planted] = True
     with torch.no_grad():
         emb = model.get_input_embeddings().weight
         emb.copy_(torch.randn(emb.shape, generator=torch.Generator().manual_seed(1)))
         emb[:, keep] = 0
-        for layer, site in enumerate(sites.layers):
-            site.attn_out_proj.weight.zero_()
-            if layer < sites.n_layers - 1:
-                site.mlp_down_proj.weight.zero_()
+        for layer, site in enumerate(layout.layers):
+            site.attn_out.weight.zero_()
+            if layer < layout.n_layers - 1:
+                site.mlp_out.weight.zero_()
             else:
-                site.mlp_down_proj.weight[~keep] = 0
-                site.mlp_down_proj.weight[keep] *= 50
+                site.mlp_out.weight[~keep] = 0
+                site.mlp_out.weight[keep] *= 50
                 for proj in (site.mlp.gate_proj, site.mlp.up_proj):
                     proj.weight.mul_(10)
         head = model.get_output_embeddings().weight

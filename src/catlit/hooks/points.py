@@ -1,28 +1,35 @@
-"""Temporary hooks at named hook points: read activations or rewrite them; always removed on exit.
+"""Named hook points, read or rewritten through temporary hooks that are always removed on exit.
 
-`attached(sites, fns)` registers, for every (point, layer) key, functions x -> x' (a function may
+Points carry TransformerLens's names, so users find them where they expect; each is a module of the
+architecture table (`catlit.models.architectures`):
+  blocks.{L}.attn.hook_z        input of attn_out, viewed [B, T, heads, head width] (the heads' outputs)
+  blocks.{L}.attn.hook_pattern  post-softmax attention probabilities [B, heads, T, T]
+  blocks.{L}.hook_attn_out      output of the attention block [B, T, d_model]
+  blocks.{L}.mlp.hook_post      MLP hidden neurons, input of mlp_out [B, T, d_mlp]
+  blocks.{L}.hook_mlp_out       output of the MLP block [B, T, d_model]
+
+`attached(layout, fns)` registers, for every (point, layer) key, functions x -> x' (a function may
 return None to leave x unchanged, e.g. one that records) and removes every handle when the block
-exits, also on an exception. Attention-pattern points need the probabilities, which fast kernels never
-materialise: while such a point is attached, the model runs `catlit_pattern`, an eager attention
-function registered through transformers' AttentionInterface that hands the post-softmax
-probabilities to the hook, and the previous attention implementation is restored on exit.
+exits, also on an exception. Attention patterns need the probabilities, which fast kernels never
+materialise: while a pattern point is attached, the model runs `catlit_pattern`, an eager attention
+function that hands the post-softmax probabilities to the tap of its module, and the previous
+implementation comes back on exit.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 
 import torch
-from transformers import AttentionInterface
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
-from catlit.tracing.sites import Sites
+from catlit.hooks.interface import Taps, attention_implementation, register_attention
+from catlit.models.architectures import Layout
 
-PATTERN_ATTR = "_catlit_pattern_hook"
+POINTS = ("attn.hook_z", "attn.hook_pattern", "hook_attn_out", "mlp.hook_post", "hook_mlp_out")
 PATTERN_ATTENTION = "catlit_pattern"
+PATTERN_TAPS = Taps("attention-pattern hook")
 
 HookFn = Callable[[torch.Tensor], torch.Tensor | None]
 
@@ -33,7 +40,7 @@ def _causal_visible(tq: int, tk: int, device) -> torch.Tensor:
 
 
 def pattern_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """Eager attention whose probabilities pass through the module's pattern hook (if any)."""
+    """Eager attention whose probabilities pass through the module's pattern tap (if any)."""
     groups = query.shape[1] // key.shape[1]
     if groups > 1:  # grouped-query attention: every key/value head serves `groups` query heads
         key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
@@ -47,18 +54,11 @@ def pattern_attention(module, query, key, value, attention_mask, scaling=None, d
     else:
         scores = scores + attention_mask[..., :tk].float()
     probs = scores.softmax(-1)
-    hook = getattr(module, PATTERN_ATTR, None)
-    if hook is not None:
-        probs = hook(probs)
+    tap = PATTERN_TAPS.get(module)
+    if tap is not None:
+        probs = tap(probs)
     out = torch.matmul(probs.to(value.dtype), value).transpose(1, 2).contiguous()
     return out, probs
-
-
-@functools.cache
-def register_pattern_attention() -> str:
-    AttentionInterface.register(PATTERN_ATTENTION, pattern_attention)
-    AttentionMaskInterface.register(PATTERN_ATTENTION, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
-    return PATTERN_ATTENTION
 
 
 def _chain(fns: list[HookFn]) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -88,38 +88,35 @@ def _post_hook(run):
 
 
 @contextlib.contextmanager
-def attached(sites: Sites, fns: dict[tuple[str, int], list[HookFn]]) -> Iterator[None]:
+def attached(layout: Layout, fns: dict[tuple[str, int], list[HookFn]]) -> Iterator[None]:
     """Attach `fns[(point, layer)]` for the duration of the block (see the module docstring)."""
-    handles, patterned = [], []
-    previous = sites.base.config._attn_implementation
+    handles, patterns = [], {}
     try:
         for (point, layer), chain in fns.items():
             if not chain:
                 continue
-            run, site = _chain(chain), sites.layers[layer]
+            run, site = _chain(chain), layout.layers[layer]
             if point == "attn.hook_z":
-                handles.append(site.attn_out_proj.register_forward_pre_hook(_pre_hook(run)))
+                handles.append(site.attn_out.register_forward_pre_hook(_pre_hook(run)))
             elif point == "mlp.hook_post":
-                handles.append(site.mlp_down_proj.register_forward_pre_hook(_pre_hook(run)))
+                handles.append(site.mlp_out.register_forward_pre_hook(_pre_hook(run)))
             elif point == "hook_attn_out":
-                handles.append(site.attn.register_forward_hook(_post_hook(run)))
+                handles.append(site.attention.register_forward_hook(_post_hook(run)))
             elif point == "hook_mlp_out":
                 handles.append(site.mlp.register_forward_hook(_post_hook(run)))
             elif point == "attn.hook_pattern":
-                object.__setattr__(site.attn, PATTERN_ATTR, run)
-                patterned.append(site.attn)
+                patterns[site.attention] = run
             else:
-                raise ValueError(f"unknown hook point {point!r}")
-        if patterned:
-            sites.base.set_attn_implementation(register_pattern_attention())
-        yield
+                raise ValueError(f"unknown hook point {point!r}; known: {POINTS}")
+        with contextlib.ExitStack() as stack:
+            if patterns:
+                stack.enter_context(PATTERN_TAPS.attached(patterns))
+                name = register_attention(PATTERN_ATTENTION, pattern_attention)
+                stack.enter_context(attention_implementation(layout.model, name))
+            yield
     finally:
         for handle in handles:
             handle.remove()
-        for module in patterned:
-            object.__delattr__(module, PATTERN_ATTR)
-        if patterned:
-            sites.base.set_attn_implementation(previous)
 
 
 def recorder(points, n_layers: int) -> tuple[dict[tuple[str, int], list[HookFn]], dict]:

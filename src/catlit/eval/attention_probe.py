@@ -1,4 +1,4 @@
-"""AttentionReport: how much attention the answer rows pay to the causes, for every method.
+"""AttentionReport, a callback: how much attention the answer rows pay to the causes, for every method.
 
 Before training and after each training epoch it measures, on a fixed probe batch of training
 examples, the Re-Attention ratio (mean attention on cause tokens / mean on the other visible tokens,
@@ -8,7 +8,7 @@ and logs them as `probe/attn_ratio` and `probe/attn_share`, so baseline and CAT 
 fit it saves `plots/attention_ratio.png` (the ratio over training) and one heatmap per probe
 example, `plots/attention_example_<i>.png`, with the causal-mask blocks outlined, and logs both as
 images to wandb when a WandbLogger is attached. A method whose predictions do not come from the
-model's own forward pass (`Method.single_pass = False`: ICLM's several adapters) is not probed.
+model's own forward pass (`capabilities.attention_probe` false: several adapters' passes) is not probed.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from catlit.data.collate import Collator
 from catlit.hooks.eager import eager_attention
 from catlit.hooks.row_stats import row_stats
 from catlit.methods.reattention import reattention_loss
+from catlit.plotting import pyplot
 
 
 class AttentionReport(Callback):
@@ -48,8 +49,22 @@ class AttentionReport(Callback):
             out.update({"probe/attn_share_start": first[2], "probe/attn_share_end": last[2]})
         return out
 
+    def summary_lines(self, metrics: dict[str, float]) -> list[str]:
+        if "probe/attn_ratio_start" not in metrics:
+            return []
+        line = (
+            "attention on causes (probe, mean over layers and heads): ratio "
+            f"{metrics['probe/attn_ratio_start']:.2f} -> {metrics['probe/attn_ratio_end']:.2f}"
+        )
+        if "probe/attn_share_start" in metrics:
+            line += (
+                f", share of mass {100 * metrics['probe/attn_share_start']:.1f}% -> "
+                f"{100 * metrics['probe/attn_share_end']:.1f}%"
+            )
+        return [line]
+
     def on_fit_start(self, trainer, pl_module) -> None:
-        if not getattr(pl_module.method, "single_pass", True):
+        if not pl_module.method.capabilities.attention_probe:
             return
         dataset = trainer.datamodule.train_set
         items = [dataset[i] for i in range(len(dataset)) if dataset.encoded[i].blocks][: self.probe_size]
@@ -97,7 +112,7 @@ class AttentionReport(Callback):
                     logger.log_image(key=f"attention/{path.stem}", images=[str(path)])
 
     def _plot_ratio(self, path: Path) -> Path:
-        plt = _pyplot()
+        plt = pyplot()
         fig, ax = plt.subplots(figsize=(5, 3))
         ax.plot([e + 1 for e, *_ in self.history], [r for _, r, *_ in self.history], marker="o")
         ax.set_xlabel("epochs trained")
@@ -111,7 +126,7 @@ class AttentionReport(Callback):
     def _plot_heatmap(self, path: Path, attn: torch.Tensor, row, tokenizer) -> Path:
         from matplotlib.patches import Rectangle
 
-        plt = _pyplot()
+        plt = pyplot()
         n = len(row.input_ids)
         fig, ax = plt.subplots(figsize=(7, 6))
         ax.imshow(attn[:n, :n].numpy() ** 0.5, cmap="viridis")  # sqrt: small weights stay visible
@@ -128,12 +143,3 @@ class AttentionReport(Callback):
         fig.savefig(path, dpi=110)
         plt.close(fig)
         return path
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt

@@ -1,0 +1,86 @@
+"""ICLM's settings: one dataclass, validated once, saved as `iclm.json` beside the adapters."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from catlit.errors import ConfigError
+from catlit.methods.iclm.mutual_information import DIRECTIONS
+from catlit.models.lora import AdapterConfig, adapter_config
+
+AGGREGATIONS = ("norm_hidden_states", "hidden_states", "logits", "probas", "no_invariant")
+MODES = ("dense", "sparse")
+ROUTE_ON = ("prompt", "sequence")
+HEADS = ("full", "projected")
+
+
+@dataclass
+class ICLMConfig:
+    name: str = "iclm"
+    domains: int = 2  # m domain modules (and m router codewords)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)  # every module's LoRA adapter
+    latent: int = 64  # router: Linear(D -> latent) -> BatchNorm -> nearest of m codewords
+    beta: float = 0.25  # VQ commitment weight
+    aggregation: str = "norm_hidden_states"
+    mode: str = "dense"
+    route_on: str = "prompt"
+    mask_padding: bool = True
+    lambda_route: float = 0.1
+    lambda_mi: float = 0.01
+    lambda_inv: float = 0.1
+    lambda_dom: float = 0.1
+    mi_direction: str = "product_joint"
+    mi_reduce_to: int | None = None
+    mi_eps: float = 1e-6
+    eval_module: str = "aggregate"
+    head: str = "full"
+
+    def __post_init__(self) -> None:
+        self.adapter = adapter_config(self.adapter)
+        for key, allowed in (
+            ("aggregation", AGGREGATIONS),
+            ("mode", MODES),
+            ("route_on", ROUTE_ON),
+            ("mi_direction", DIRECTIONS),
+            ("head", HEADS),
+        ):
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"method.{key}={getattr(self, key)!r}; choose from {allowed}")
+        for key in ("domains", "latent"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                raise ConfigError(f"method.{key}={getattr(self, key)!r}: must be an integer >= 1")
+        for key in ("beta", "lambda_route", "lambda_mi", "lambda_inv", "lambda_dom"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+                raise ConfigError(f"method.{key}={value!r}: must be a number >= 0")
+        if self.mi_reduce_to is not None and self.mi_reduce_to < 1:
+            raise ConfigError(f"method.mi_reduce_to={self.mi_reduce_to!r}: must be null or an integer >= 1")
+        if self.eval_module not in self.modules:
+            raise ConfigError(f"method.eval_module={self.eval_module!r}; choose from {self.modules}")
+        if self.eval_module == "invariant" and self.aggregation == "no_invariant":
+            raise ConfigError(
+                "method.eval_module=invariant: aggregation=no_invariant has no invariant module"
+            )
+
+    @property
+    def domain_names(self) -> list[str]:
+        return [f"domain_{k}" for k in range(self.domains)]
+
+    @property
+    def modules(self) -> tuple[str, ...]:
+        return ("aggregate", "invariant", "routed", *self.domain_names)
+
+    @property
+    def adapter_names(self) -> list[str]:
+        invariant = [] if self.aggregation == "no_invariant" else ["invariant"]
+        return ["router", *invariant, *self.domain_names]
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["adapter"] = self.adapter.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ICLMConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})

@@ -1,0 +1,146 @@
+"""The run directory every entry point writes, written one way.
+
+- `RunDir.claim()`: an exclusive lock on the directory for the life of the run (a second run into the
+  same directory is refused in one line), then a check that it holds no other run (unless the run
+  resumes from a checkpoint inside it).
+- Every file is written atomically (`write_text`, `write_json`, `atomic_path`): a temporary file in
+  the same directory, flushed to disk and renamed over the old one, so a reader (or a crash) sees the
+  old complete file or the new one, never a part, and a failed write keeps the old file.
+- `config.yaml` (the resolved config) first, `summary.md` (the printed results table), `metrics.json`
+  last: a directory with `metrics.json` is a finished run (`is_finished`), which `report.py` and
+  `method.heads_from` rely on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+LOCK = ".lock"
+KEEP = {".hydra", LOCK}  # what Hydra (and the lock) put into a run directory before the run starts
+FINISHED = "metrics.json"
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
+    """A temporary path beside `path`; renamed over `path` when the block exits normally (after an
+    fsync), deleted when it raises. For writers that take a file name (torch.save, savefig)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: Path, payload) -> None:
+    write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def is_finished(folder: Path) -> bool:
+    return (Path(folder) / FINISHED).is_file()
+
+
+class RunDirBusy(FileExistsError):
+    """Another catlit process holds this run directory."""
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._lock_handle = None
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    @contextlib.contextmanager
+    def claim(self, resume_from: str | None = None, what: str = "run") -> Iterator[RunDir]:
+        """Lock the directory for the block, refusing one that another process holds or that holds a
+        finished or partial run (unless `resume_from` is a checkpoint inside it)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        try:
+            self._check_free(resume_from, what)
+            yield self
+        finally:
+            self._unlock()
+
+    def _lock(self) -> None:
+        import fcntl
+
+        handle = open(self.path / LOCK, "a+")  # noqa: SIM115  (held for the life of the run)
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise RunDirBusy(
+                f"run directory {self.path} is in use by another catlit run ({holder}): wait for it, or "
+                "choose another hydra.run.dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        self._lock_handle = handle
+
+    def _unlock(self) -> None:
+        if self._lock_handle is not None:
+            self._lock_handle.close()  # closing the descriptor releases the lock
+            self._lock_handle = None
+
+    def _check_free(self, resume_from: str | None, what: str) -> None:
+        existing = sorted(p.name for p in self.path.iterdir() if p.name not in KEEP and p.suffix != ".log")
+        if not existing:
+            return
+        if resume_from and Path(resume_from).resolve().is_relative_to(self.path.resolve()):
+            return  # resuming this very run
+        hint = (
+            f", or resume it with ckpt_path={self.path}/checkpoints/last.ckpt"
+            if (self.path / "checkpoints").is_dir()
+            else ""
+        )
+        raise FileExistsError(
+            f"run directory {self.path} already holds a {what} ({', '.join(existing[:5])}): choose another "
+            f"hydra.run.dir{hint}"
+        )
+
+    def write_config(self, cfg: DictConfig) -> None:
+        write_text(self.path / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+    def write_summary(self, text: str) -> None:
+        """The printed results table, also kept as summary.md."""
+        write_text(self.path / "summary.md", text.strip() + "\n")
+        print(text, flush=True)
+
+    def write_metrics(self, metrics: dict) -> None:
+        """Written last: its presence marks the run finished."""
+        write_json(self.path / FINISHED, metrics)
