@@ -105,11 +105,37 @@ def _rss_bytes() -> int:
         return int(handle.read().split()[1]) * resource.getpagesize()
 
 
+def train_step(model, optimizer, data: dict, capture=None, device: str = "cpu") -> None:
+    """One training step: forward (bf16 autocast on CUDA), CE (+ L_attn with a capture attached to the
+    model), backward, optimizer step."""
+    if capture:
+        capture.bind(data)
+    from catlit.methods.reattention import reattention_loss
+
+    kind = device.split(":")[0]
+    with torch.autocast(kind, dtype=torch.bfloat16, enabled=kind == "cuda"):
+        out = model(
+            input_ids=data["input_ids"],
+            attention_mask=data["attention_mask"],
+            labels=data["labels"],
+            **(capture.forward_kwargs() if capture else {}),
+        )
+        loss = out.loss
+        if capture:
+            loss = loss + reattention_loss(capture.stats(out, data), 2.0, "div").loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if capture:
+        capture.unbind()
+    if kind == "cuda":
+        torch.cuda.synchronize()
+
+
 def step_worker(model_name: str, method: str, t: int, batch: int, device: str, reps: int) -> dict:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from catlit.hooks.attention import EagerAttentionCapture, RowAttentionCapture
-    from catlit.methods.reattention import reattention_loss
 
     torch.manual_seed(0)
     capture = {"cat-efficient": RowAttentionCapture(), "cat-eager": EagerAttentionCapture()}.get(method)
@@ -123,29 +149,12 @@ def step_worker(model_name: str, method: str, t: int, batch: int, device: str, r
     data = {
         "input_ids": ids,
         "attention_mask": torch.ones_like(ids),
+        "labels": ids,
         "causal_mask": causal_mask(batch, t).to(device),
     }
-    use_bf16 = device == "cuda"
 
     def step():
-        if capture:
-            capture.bind(data)
-        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=use_bf16):
-            out = model(
-                input_ids=ids,
-                attention_mask=data["attention_mask"],
-                labels=ids,
-                **(capture.forward_kwargs() if capture else {}),
-            )
-            loss = out.loss
-            if capture:
-                loss = loss + reattention_loss(capture.stats(out, data), 2.0, "div").loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        del out, loss
-        if device == "cuda":
-            torch.cuda.synchronize()
+        train_step(model, optimizer, data, capture, device)
 
     # AdamW state first (a zero-gradient step), so the base holds model + optimizer and no activations:
     # glibc keeps freed activation memory, so a base taken after any forward would hide the peak.

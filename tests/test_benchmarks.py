@@ -41,3 +41,20 @@ def test_tracing_benchmark_scores_every_search_at_every_size():
 def test_iclm_cost_worker_runs_every_configuration(config):
     result = iclm_step_worker("tiny (2L, 64d)", config, 16, 2, "cpu", 1, True)
     assert result["step_ms"] > 0 and math.isfinite(result["peak_mb"])
+
+
+def test_gpu_check_runs_its_code_paths_on_a_tiny_model_on_cpu(capsys):
+    import sys
+
+    from benchmarks import gpu_check
+
+    argv, sys.argv = sys.argv, ["gpu_check.py", "--device", "cpu", "--tiny", "--lengths", "32", "--reps", "1"]
+    try:
+        gpu_check.main()
+    finally:
+        sys.argv = argv
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| lora", "| full"))]
+    assert len(rows) == 2
+    for row in rows:  # plain and CAT tokens/s are positive; CAT pays for its capture
+        plain, cat = (float(x) for x in row.split("|")[4:6])
+        assert plain > 0 and cat > 0

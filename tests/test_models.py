@@ -63,8 +63,14 @@ def test_local_checkpoints_load_through_auto_classes(tmp_path, stg_corpus, kind)
     assert len(out.attentions) == 2
 
 
-def test_hub_ids_and_missing_folders_fail_clearly(tmp_path):
-    with pytest.raises(FileNotFoundError, match="looks like a hub id; catlit never downloads"):
+def test_hub_ids_and_missing_folders_fail_clearly(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # as HF_HUB_OFFLINE=1 sets it
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(
+        FileNotFoundError, match="not in the Hugging Face cache .*hf download meta-llama/Llama-3.2-1B"
+    ):
         load_pretrained("meta-llama/Llama-3.2-1B")
     with pytest.raises(FileNotFoundError, match="no such folder"):
         load_pretrained(tmp_path / "missing")

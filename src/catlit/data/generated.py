@@ -28,6 +28,7 @@ class Splits:
     train: list[Example]
     val: dict[str, list[Example]]
     test: dict[str, list[Example]]
+    val_is_test: bool = False  # no validation data exists: a test split stands in for it
 
     def sizes(self) -> dict[str, int]:
         out = {"train": len(self.train)}

@@ -153,7 +153,7 @@ class EvalsSource:
         if not val:
             name = next(iter(test))
             log.info("no data.val files: validating on test split %r", name)
-            val = {name: test[name]}
+            return Splits(train=self._read(self.train), val={name: test[name]}, test=test, val_is_test=True)
         return Splits(train=self._read(self.train), val=val, test=test)
 
 
@@ -212,7 +212,7 @@ class JsonlSource:
         if not val:  # validate on the first test split rather than carve rows out of train
             name = next(iter(test))
             log.info("no data.val files or val_fraction: validating on test split %r", name)
-            val = {name: test[name]}
+            return Splits(train=train, val={name: test[name]}, test=test, val_is_test=True)
         return Splits(train=train, val=val, test=test)
 
 

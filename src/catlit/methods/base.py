@@ -69,6 +69,11 @@ class Method:
         """The config keys (below `method.`) a report label shows for a run with this method `config`."""
         return cls.capabilities.headline
 
+    @property
+    def builds_adapters(self) -> bool:
+        """The method puts its own LoRA adapters on the model in `build` (`model.lora` then stays off)."""
+        return False
+
     # ---- the core --------------------------------------------------------------------------------
     def build(self, model, tokenizer=None):
         """Called once before the Trainer exists; returns the model to train (e.g. with adapters)."""
@@ -133,6 +138,10 @@ class Baseline(Method):
     def __init__(self, name: str | None = None, adapter: dict | None = None):
         super().__init__(name)
         self.adapter = adapter_config(adapter) if adapter else None
+
+    @property
+    def builds_adapters(self) -> bool:
+        return self.adapter is not None
 
     def build(self, model, tokenizer=None):
         return apply_adapter(model, self.adapter, owner=self.name) if self.adapter else model

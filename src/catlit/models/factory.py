@@ -15,15 +15,23 @@ from catlit.models.lora import apply_adapter
 log = logging.getLogger(__name__)
 
 
-def build_model(cfg, corpus: Callable[[], list[str]], save_dir: str | Path | None = None):
-    """`cfg.path` null builds the embedded default from `corpus()`; otherwise loads a local folder.
+def build_model(
+    cfg,
+    corpus: Callable[[], list[str]],
+    save_dir: str | Path | None = None,
+    method_builds_adapters: bool = False,
+):
+    """`cfg.path` null builds the embedded default from `corpus()`; otherwise loads a checkpoint (a
+    local folder or a hub id, `catlit.models.loading`).
 
     The embedded model is saved to `save_dir` before any training so the run can be reloaded with
-    `model.path=<save_dir>`.
+    `model.path=<save_dir>`. `model.lora.enabled`: true, false, or `auto` (the presets' choice: on
+    unless the method builds its own adapters, so LoRA keeps one owner).
     """
     attn = cfg.attn_implementation
     if cfg.path:
-        model, tokenizer = load_pretrained(cfg.path, cfg.dtype, attn)
+        tokenizer_options = dict(cfg.get("tokenizer") or {})
+        model, tokenizer = load_pretrained(cfg.path, cfg.dtype, attn, cfg.get("family"), tokenizer_options)
     else:
         model, tokenizer = build_embedded(corpus(), dict(cfg.arch), cfg.vocab_size)
         model.to(getattr(torch, cfg.dtype))  # model.dtype holds for the embedded default too
@@ -36,7 +44,7 @@ def build_model(cfg, corpus: Callable[[], list[str]], save_dir: str | Path | Non
         # inside a layer (the attention statistics) would carry no gradient.
         enable_checkpointing(model)
     lora = cfg.get("lora")
-    if lora and lora.enabled:
+    if lora and (lora.enabled is True or (lora.enabled == "auto" and not method_builds_adapters)):
         model = apply_adapter(model, lora)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         log.info("LoRA: %d trainable parameters", trainable)

@@ -1,54 +1,161 @@
-"""Loading a real checkpoint from a local folder through the Auto classes (no hub access here)."""
+"""Loading a real checkpoint: a local folder, or a Hugging Face hub id resolved the way every HF tool
+resolves it (the local cache first, honouring HF_HOME / HF_HUB_CACHE / HF_HUB_OFFLINE; a download when
+the machine is online). A LoRA adapter folder (as catlit saves one) loads over its base, which may
+itself be a folder or a hub id.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import re
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+log = logging.getLogger(__name__)
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # "gpt2", "meta-llama/Llama-3.1-8B-Instruct"
 
 
-def check_local(path: str | Path) -> Path:
-    p = Path(path).expanduser()
-    if p.is_dir():
-        return p
-    hint = (
-        "it looks like a hub id; catlit never downloads (there may be no network): download the "
-        "checkpoint elsewhere and set model.path to its folder"
-        if "/" in str(path) and not str(path).startswith((".", "/", "~"))
-        else "no such folder"
+def is_hub_id(path: str | Path) -> bool:
+    text = str(path)
+    return (
+        not Path(text).expanduser().exists()
+        and not text.startswith((".", "/", "~"))
+        and bool(HUB_ID.match(text))
     )
-    raise FileNotFoundError(f"model.path={str(path)!r} is not a local checkpoint folder: {hint}")
 
 
-def load_pretrained(path: str | Path, dtype: str = "float32", attn_implementation: str = "sdpa"):
-    folder = check_local(path)
-    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(
-        folder, local_files_only=True, dtype=getattr(torch, dtype), attn_implementation=attn_implementation
+def _cache_dir() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _cached(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "config.json")
+    return isinstance(found, str) and os.path.isfile(found)
+
+
+def resolve(path: str | Path, key: str = "model.path") -> str:
+    """A local folder as a path, a hub id as itself (transformers resolves it through the cache); an
+    error naming what is missing otherwise."""
+    folder = Path(str(path)).expanduser()
+    if folder.is_dir():
+        if not (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file():
+            held = ", ".join(sorted(p.name for p in folder.iterdir())[:6]) or "nothing"
+            raise FileNotFoundError(
+                f"{key}={str(path)!r} is a folder but not a checkpoint: it has no config.json (it holds "
+                f"{held}); point {key} at a folder written by save_pretrained"
+            )
+        return str(folder)
+    if not is_hub_id(path):
+        raise FileNotFoundError(f"{key}={str(path)!r} is not a local checkpoint folder: no such folder")
+    if _offline() and not _cached(str(path)):
+        raise FileNotFoundError(
+            f"{key}={str(path)!r} is a hub id that is not in the Hugging Face cache ({_cache_dir()}) and "
+            f"HF_HUB_OFFLINE=1 forbids downloading it: fetch it first with `hf download {path}` "
+            "(`huggingface-cli download` before huggingface_hub 1.0), or set HF_HOME / HF_HUB_CACHE to the "
+            "cache that holds it"
+        )
+    return str(path)
+
+
+def _hub_error(path: str, err: Exception, key: str) -> Exception:
+    """Turn a failed hub lookup into one line that says what to do."""
+    text = str(err)
+    if "gated" in text.lower() or "401" in text or "403" in text:
+        return FileNotFoundError(
+            f"{key}={path!r}: the hub refused access (a gated model): accept its license on huggingface.co, "
+            "then log in with `hf auth login` (or set HF_TOKEN)"
+        )
+    return FileNotFoundError(
+        f"{key}={path!r} could not be fetched from the Hugging Face hub and is not in the cache "
+        f"({_cache_dir()}): {text.splitlines()[0] if text else type(err).__name__}. Fetch it with "
+        f"`hf download {path}` where there is network"
     )
-    if tokenizer.pad_token_id is None:  # Llama/GPT-2 checkpoints ship without one
+
+
+def check_family(config, family: str | None, path: str) -> None:
+    """A preset names its family (a `model_type` of the architecture table); the checkpoint must be one."""
+    if family and getattr(config, "model_type", None) != family:
+        raise ValueError(
+            f"model.family={family!r} but the checkpoint {path} is model_type={config.model_type!r}: choose "
+            "the model preset of that family (or model=pretrained)"
+        )
+
+
+def load_tokenizer(path: str, pad_token: str | None = None, add_bos: bool | None = None):
+    """The checkpoint's tokenizer with a pad token: `pad_token` where the family names one that the
+    vocabulary holds (Llama 3's reserved padding token), else the tokenizer's own, else EOS."""
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if pad_token:
+        if tokenizer.convert_tokens_to_ids(pad_token) not in (None, tokenizer.unk_token_id):
+            tokenizer.pad_token = pad_token
+        else:
+            log.warning(
+                "model.tokenizer.pad_token=%r is not in %s's vocabulary: padding with EOS", pad_token, path
+            )
+    if tokenizer.pad_token_id is None:  # Llama/GPT-2/Mistral checkpoints ship without one
         tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    if add_bos is not None and hasattr(tokenizer, "add_bos_token"):
+        tokenizer.add_bos_token = add_bos
+    return tokenizer
 
 
-def load_local(path: str | Path, dtype: str = "float32", attn_implementation: str = "sdpa", base_path=None):
-    """A full checkpoint folder, or a LoRA adapter folder (as catlit saves with LoRA) over its base.
+def load_pretrained(
+    path: str | Path,
+    dtype: str = "float32",
+    attn_implementation: str = "sdpa",
+    family: str | None = None,
+    tokenizer: dict | None = None,
+    key: str = "model.path",
+):
+    """(model, tokenizer) of a full checkpoint: a local folder or a hub id."""
+    source = resolve(path, key)
+    try:
+        config = AutoConfig.from_pretrained(source)
+        check_family(config, family, source)
+        tok = load_tokenizer(source, **(tokenizer or {}))
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=getattr(torch, dtype), attn_implementation=attn_implementation
+        )
+    except OSError as err:
+        if is_hub_id(source):
+            raise _hub_error(source, err, key) from None
+        raise
+    return model, tok
 
-    The base comes from `base_path`, else from the adapter's own `base_model_name_or_path`, and must
-    be a local folder too.
-    """
-    folder = check_local(path)
-    if not (folder / "adapter_config.json").is_file():
-        return load_pretrained(folder, dtype, attn_implementation)
+
+def load_local(
+    path: str | Path,
+    dtype: str = "float32",
+    attn_implementation: str = "sdpa",
+    base_path=None,
+    family: str | None = None,
+    tokenizer: dict | None = None,
+):
+    """A full checkpoint, or a LoRA adapter folder (as catlit saves with LoRA) over its base: from
+    `base_path`, else from the adapter's own `base_model_name_or_path` (a folder or a hub id)."""
+    source = resolve(path)
+    if not (Path(source) / "adapter_config.json").is_file():
+        return load_pretrained(source, dtype, attn_implementation, family, tokenizer)
     from peft import PeftConfig, PeftModel
 
-    base = base_path or PeftConfig.from_pretrained(folder).base_model_name_or_path
+    base = base_path or PeftConfig.from_pretrained(source).base_model_name_or_path
     if not base:
-        raise FileNotFoundError(f"{folder} is a LoRA adapter without a base model path: set model.base_path")
-    model, tokenizer = load_pretrained(base, dtype, attn_implementation)
-    if (folder / "tokenizer.json").is_file():
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-    return PeftModel.from_pretrained(model, folder), tokenizer
+        raise FileNotFoundError(f"{source} is a LoRA adapter without a base model path: set model.base_path")
+    model, tok = load_pretrained(base, dtype, attn_implementation, family, tokenizer, key="model.base_path")
+    if (Path(source) / "tokenizer.json").is_file():
+        tok = load_tokenizer(source, **(tokenizer or {}))
+    return PeftModel.from_pretrained(model, source), tok

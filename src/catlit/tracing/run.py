@@ -94,8 +94,10 @@ def setup(cfg: DictConfig) -> tuple[Tracer, list[int], list[int], int]:
     """The frozen model, the encoded pairs split into search and held-out sets, and the tracer."""
     device = resolve_device(cfg.device)
     transformers.utils.logging.disable_progress_bar()  # no weight-loading bars between the tables
+    m = cfg.model
+    tokenizer_options = dict(m.get("tokenizer") or {})
     model, tokenizer = load_local(
-        cfg.model.path, cfg.model.dtype, cfg.model.attn_implementation, cfg.model.get("base_path")
+        m.path, m.dtype, m.attn_implementation, m.get("base_path"), m.get("family"), tokenizer_options
     )
     model.to(device).eval().requires_grad_(False)  # frozen: only the mask is optimised
     pairs = instantiate(cfg.pairs.loader)

@@ -1,4 +1,5 @@
-"""Checkpoints that survive a move: resuming into a new run dir keeps the best score and its file."""
+"""Checkpoints: the best on validation (or, without validation data, the authors' training-loss
+rule), carried over when a run is resumed into another run directory."""
 
 from __future__ import annotations
 
@@ -7,9 +8,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 log = logging.getLogger(__name__)
+
+
+SECOND_HALF_TRAIN_LOSS = "train_loss_second_half"
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -19,9 +24,48 @@ class RunCheckpoint(ModelCheckpoint):
     dirpath, so a run resumed into a new run dir would call its first epoch "best" even when an earlier
     epoch scored higher. Here the best checkpoint file is copied into the new directory and the scores
     are kept, so the new run dir is self-contained and selects exactly as an uninterrupted run would.
+
+    `no_validation="train_loss_second_half"`: where the data has no validation split of its own (a
+    test split stands in, `Splits.val_is_test`), select as the CAT authors' script does without a
+    validation file: the epoch whose summed training loss (`train/epoch_loss`) is the lowest of all
+    epochs so far, saved only from epoch max_epochs / 2 - 1 on.
     """
 
+    def __init__(self, *args, no_validation: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if no_validation not in (None, SECOND_HALF_TRAIN_LOSS):
+            raise ValueError(f"no_validation={no_validation!r}; choose null or {SECOND_HALF_TRAIN_LOSS!r}")
+        self.no_validation = no_validation
+        self.train_loss_rule = False
+        self.lowest_loss = float("inf")
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        splits = getattr(getattr(trainer, "datamodule", None), "splits", None)
+        if self.no_validation and self.monitor and getattr(splits, "val_is_test", False):
+            self.train_loss_rule = True
+            self.monitor, self.mode = "train/epoch_loss", "min"
+            self.kth_value, self.best_model_score = torch.tensor(float("inf")), None
+            self._save_on_train_epoch_end = True
+            log.info("no validation data: keeping the lowest-training-loss epoch of the second half")
+        super().setup(trainer, pl_module, stage)
+
+    def _save_topk_checkpoint(self, trainer, monitor_candidates: dict[str, Any]) -> None:
+        if self.train_loss_rule:
+            loss = float(monitor_candidates[self.monitor])
+            lowest = loss < self.lowest_loss
+            self.lowest_loss = min(loss, self.lowest_loss)
+            if not lowest or trainer.current_epoch < trainer.max_epochs / 2 - 1:
+                return
+        super()._save_topk_checkpoint(trainer, monitor_candidates)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "lowest_loss": self.lowest_loss}
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.lowest_loss = state_dict.get("lowest_loss", float("inf"))
+        self._load_moved(state_dict)
+
+    def _load_moved(self, state_dict: dict[str, Any]) -> None:
         old_dir = state_dict.get("dirpath")
         if old_dir is None or self.dirpath is None or Path(old_dir) == Path(self.dirpath):
             return super().load_state_dict(state_dict)

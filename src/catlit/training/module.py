@@ -61,6 +61,7 @@ class TaskModule(L.LightningModule):
         optimizer: dict,
         scheduler: dict,
         nonfinite: str = "raise",
+        accumulation: str = "mean",
     ):
         super().__init__()
         self.model, self.tokenizer, self.method = model, tokenizer, method
@@ -82,6 +83,9 @@ class TaskModule(L.LightningModule):
         if nonfinite not in ("raise", "skip"):
             raise ValueError(f"nonfinite={nonfinite!r}; choose 'raise' or 'skip'")
         self.nonfinite, self.nonfinite_skipped = nonfinite, 0
+        if accumulation not in ("mean", "sum"):
+            raise ValueError(f"accumulation={accumulation!r}; choose 'mean' or 'sum'")
+        self.accumulation = accumulation
         self._resumed_rng: dict | None = None
 
     # ---- training -------------------------------------------------------------------------------
@@ -128,10 +132,15 @@ class TaskModule(L.LightningModule):
             return None  # Lightning skips the optimizer step
 
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        epoch = {"on_step": False, "on_epoch": True, "reduce_fx": "sum", "batch_size": bs}
+        self.log("train/epoch_loss", loss.detach(), **epoch)  # summed: what the release selects on
+
         self.log("train/ce", outputs.loss, prog_bar=True, batch_size=bs)
         progress_bar = self.method.capabilities.progress_bar
         for name, value in logs.items():
             self.log(f"train/{name}", value, prog_bar=name in progress_bar, batch_size=bs)
+        if self.accumulation == "sum":  # Lightning divides by the window; the CAT release adds up
+            return loss * self.trainer.accumulate_grad_batches
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:

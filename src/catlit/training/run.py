@@ -64,9 +64,8 @@ def setup(cfg: DictConfig, run_dir: RunDir, rank_zero: bool):
     datamodule = instantiate(
         cfg.data, fields=caps.batch_fields, eval_fields=caps.eval_batch_fields, shuffle_seed=cfg.seed
     )
-    model, tokenizer = build_model(
-        cfg.model, datamodule.corpus, run_dir / "base_model" if rank_zero else None
-    )
+    base_dir = run_dir / "base_model" if rank_zero else None
+    model, tokenizer = build_model(cfg.model, datamodule.corpus, base_dir, method.builds_adapters)
     model = method.build(model, tokenizer)  # before the Trainer: a method's adapters, router, head
     keep_trainable_in_float32(model)  # adapters a method added train on float32 master weights too
     datamodule.set_tokenizer(tokenizer)
@@ -82,7 +81,9 @@ def setup(cfg: DictConfig, run_dir: RunDir, rank_zero: bool):
         cfg.optimizer,
         cfg.scheduler,
         cfg.get("nonfinite", "raise"),
+        cfg.get("accumulation", "mean"),
     )
+
     loggers = _instantiate_all(cfg.get("logger"))
     extra = {}
     precision = half_precision_plugin(cfg.model.dtype, cfg.trainer.get("precision", "32-true"))

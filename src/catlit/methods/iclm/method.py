@@ -90,6 +90,10 @@ class IndependentCausalLM(Method, nn.Module):
 
     # ---- building ------------------------------------------------------------------------------
     @property
+    def builds_adapters(self) -> bool:
+        return True
+
+    @property
     def adapter_names(self) -> list[str]:
         return self.config.adapter_names
 
@@ -159,13 +163,14 @@ class IndependentCausalLM(Method, nn.Module):
             h, logits = self._run(model, name, ids[rows], mask[rows], sel[rows])
             index = torch.isin(row_of, rows).nonzero()[:, 0]  # same row-major order as sel[rows]
             states[k] = (rows, index, h, logits)
-            w_rows = route.weights[rows, k].to(h.dtype) if only is None else h.new_ones(rows.shape[0])
+            # sums in float32: under mixed precision the modules' states and logits may be half
+            w_rows = route.weights[rows, k].float() if only is None else h.new_ones(rows.shape[0]).float()
             if h_dom is None:
-                h_dom = h.new_zeros(ids.shape[0], *h.shape[1:])
-                logits_dom = logits.new_zeros(row_of.shape[0], logits.shape[-1])
-            h_dom = h_dom.index_add(0, rows, w_rows[:, None, None] * h)
+                h_dom = h.new_zeros(ids.shape[0], *h.shape[1:], dtype=torch.float32)
+                logits_dom = logits.new_zeros(row_of.shape[0], logits.shape[-1], dtype=torch.float32)
+            h_dom = h_dom.index_add(0, rows, w_rows[:, None, None] * h.float())
             logits_dom = logits_dom.index_add(
-                0, index, w_rows[torch.searchsorted(rows, row_of[index])][:, None] * logits
+                0, index, w_rows[torch.searchsorted(rows, row_of[index])][:, None] * logits.float()
             )
         return states, h_dom, logits_dom
 
