@@ -142,10 +142,10 @@ def test_online_a_hub_id_is_downloaded_into_the_cache_then_reused(tmp_path, chec
         assert result.returncode == 0, result.stderr[-3000:]
         assert "GET /gpt2/resolve/" in "\n".join(hub.requests)  # fetched from the hub ...
     assert list(cache.glob("models--gpt2/snapshots/*/model.safetensors"))  # ... into the cache
-    again = run_cli(
-        "train.py", tmp_path / "b", {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}, "model=gpt2", *QUICK
-    )
-    assert again.returncode == 0, again.stderr[-3000:]  # and found there with the hub gone
+    load = "from catlit.models.loading import load_pretrained as f; print(type(f('gpt2')[0]).__name__)"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "PYTHONPATH": str(ROOT / "src")}
+    again = subprocess.run([sys.executable, "-c", load], env=env, capture_output=True, text=True, timeout=300)
+    assert again.stdout.strip() == "GPT2LMHeadModel", again.stderr[-3000:]  # found there with the hub gone
 
 
 def test_a_preset_refuses_a_checkpoint_of_another_family(tmp_path, checkpoints):

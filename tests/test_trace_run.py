@@ -82,10 +82,18 @@ def test_tracing_guided_cat_restricts_the_loss_to_the_traced_heads(trace_dir, tm
     assert "test/ood/acc" in metrics
 
 
-def test_trace_needs_a_selection_with_heads(tmp_path):
+def test_trace_needs_a_finished_selection_with_heads(tmp_path):
+    (tmp_path / "selection.json").write_text(
+        json.dumps({"components": [{"kind": "heads", "layer": 0, "index": 1}]})
+    )
+    with pytest.raises(ValueError, match="that trace did not finish"):  # no metrics.json: cut short
+        read_head_selection(tmp_path)
+    (tmp_path / "metrics.json").write_text("{}")
+    assert read_head_selection(tmp_path) == {0: [1]}
     (tmp_path / "selection.json").write_text(json.dumps({"components": [{"kind": "mlp", "layer": 0}]}))
     with pytest.raises(ValueError, match="no attention heads"):
         read_head_selection(tmp_path)
+
     with pytest.raises(FileNotFoundError, match="run trace.py first"):
         read_head_selection(tmp_path / "missing")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from pathlib import Path
 
 import catlit.resolvers  # noqa: F401  (registers the resolvers conf/ uses)
@@ -21,16 +22,33 @@ def config_dir() -> str:
     return str(checkout if checkout.is_dir() else Path(__file__).resolve().parent / "conf")
 
 
+USER_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, ValueError, FloatingPointError)
+
+
+def user_error(err: BaseException) -> BaseException | None:
+    """The user's mistake behind `err`: itself, or what a Hydra `instantiate` wrapped (a loader, a
+    method or an annotator refusing its settings); None for anything else."""
+    from hydra.errors import InstantiationException
+
+    while isinstance(err, InstantiationException) and err.__cause__ is not None:
+        err = err.__cause__
+    return err if isinstance(err, USER_ERRORS) and not isinstance(err, InstantiationException) else None
+
+
 @contextlib.contextmanager
 def user_errors():
     """A mistake in the config or the inputs (a missing path, a bad value, a malformed row) ends the
     run with one line naming it instead of a traceback; CATLIT_TRACEBACK=1 shows the traceback."""
     try:
         yield
-    except (FileNotFoundError, FileExistsError, ValueError, FloatingPointError) as err:
-        if os.environ.get("CATLIT_TRACEBACK"):
+    except Exception as err:
+        mistake = user_error(err)
+        if mistake is None or os.environ.get("CATLIT_TRACEBACK"):
             raise
-        print(f"error: {err}", file=sys.stderr, flush=True)
+        from catlit.secrets import redact_text
+
+        first = str(mistake).strip().splitlines() or [type(mistake).__name__]
+        print(f"error: {redact_text(' '.join(line.strip() for line in first))}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
 
 
@@ -45,6 +63,9 @@ def _hydra_main(config_name: str, task):
 
     @hydra.main(version_base="1.3", config_path=config_dir(), config_name=config_name)
     def _main(cfg: DictConfig):
+        from catlit.secrets import scrub_argv
+
+        scrub_argv()  # what records the command line (wandb) never sees a key given on it
         with user_errors():
             return task(cfg)
 
@@ -92,11 +113,10 @@ def default_trace_model(cfg) -> Path:
             f"model.path is null: reusing the embedded baseline STG model in {folder / 'model'}", flush=True
         )
         return folder / "model"
-    if folder.exists():
-        raise FileExistsError(
-            f"{folder} holds an unfinished default model (a run that did not end): remove it, and trace.py "
-            "trains it again"
-        )
+    if folder.exists():  # a build that never finished: keep it aside, build anew
+        aside = folder.parent / f".{folder.name}.unfinished-{time.strftime('%Y%m%d-%H%M%S')}"
+        os.replace(folder, aside)
+        print(f"{folder} held an unfinished default model: moved it to {aside}", flush=True)
     print(
         "model.path is null: training catlit's embedded baseline on the STG toy preset first "
         f"({' '.join(cfg.default_model.overrides)}), into {folder}; later runs reuse it. "

@@ -5,3 +5,29 @@ from __future__ import annotations
 
 class ConfigError(ValueError):
     """A config value that cannot work; the message names the key."""
+
+
+def check_rules(cfg, rules: dict) -> None:
+    """`rules`: {dotted key: (test, what it must be)}; the first value that fails is a ConfigError
+    naming the key and the value. A key the config lacks is left to its default."""
+    from omegaconf import OmegaConf
+
+    for key, (ok, what) in rules.items():
+        value = OmegaConf.select(cfg, key, default="__missing__", throw_on_missing=False)
+        if isinstance(value, str) and value == "__missing__":
+            continue
+        if not ok(value):
+            raise ConfigError(f"{key}={value!r}: must be {what}")
+
+
+def integer(test=lambda v: True):
+    """A rule's test: an int (not a bool) that passes `test`."""
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and test(v)
+
+
+def number(test=lambda v: True):
+    """A rule's test: a finite real number (not a bool) that passes `test`."""
+    import math
+    from numbers import Real
+
+    return lambda v: isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) and test(v)

@@ -20,7 +20,9 @@ import argparse
 import csv
 import functools
 import json
+import math
 import statistics
+import sys
 from pathlib import Path
 
 from hydra.utils import get_class
@@ -28,6 +30,7 @@ from omegaconf import OmegaConf
 
 from catlit.methods.base import REFERENCE_METHOD, Capabilities
 from catlit.plotting import pyplot
+from catlit.plotting import save as save_figure
 from catlit.stats import interval, welch_half_width
 
 SPLITS = ("iid", "ood")  # the two every table has; other test splits are added as found
@@ -74,32 +77,64 @@ def _ignored(key: str) -> bool:
     return any(key == p or (p.endswith(".") and key.startswith(p)) for p in IGNORED)
 
 
+def read_run(metrics_file: Path) -> tuple[dict | None, str | None]:
+    """(run, None) for a finished training run; (None, why) for a folder to skip, with the reason a user
+    should hear (None for a folder that is not a training run at all: a trace, an annotation)."""
+    config_file = metrics_file.parent / "config.yaml"
+    if not config_file.is_file():
+        return None, "no config.yaml beside it"
+    try:
+        cfg = OmegaConf.to_container(OmegaConf.load(config_file), resolve=False)
+    except Exception as err:  # a truncated or foreign YAML file
+        return None, f"config.yaml unreadable ({str(err).splitlines()[0][:80]})"
+    if not isinstance(cfg, dict) or "method" not in cfg or "trainer" not in cfg:
+        return None, None  # not a training run (trace.py writes metrics.json too)
+    try:
+        metrics = json.loads(metrics_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        return None, f"metrics.json is not valid JSON ({err.msg if hasattr(err, 'msg') else err})"
+    if not isinstance(metrics, dict):
+        return None, "metrics.json is not an object"
+    accuracies = {k: v for k, v in metrics.items() if k.startswith("test/") and k.endswith("/acc")}
+    bad = [k for k, v in accuracies.items() if not _finite(v)]
+    if bad:
+        return None, f"{bad[0]}={metrics[bad[0]]!r} is not a finite number"
+    if not accuracies:
+        return None, "no test accuracy in metrics.json"
+    metrics = {k: v for k, v in metrics.items() if _finite(v)}  # lists, strings: not figures
+    # values holding the run's own directory (checkpoint dirs, root dirs) only place the run
+    places = {str(metrics_file.parent.resolve()), str((cfg.get("paths") or {}).get("output_dir", "\0"))}
+    flat = {k: v for k, v in _flat(cfg).items() if not _ignored(k) and not any(p and p in v for p in places)}
+    references = method_capabilities(flat.get("method._target_", "")).run_reference_keys
+    for key, text in references.items():  # one trace per seed: the setting is "traced heads"
+        if flat.get(f"method.{key}"):
+            flat[f"method.{key}"] = text
+    return {
+        "config": flat,
+        "seed": cfg.get("seed"),
+        "metrics": metrics,
+        "dir": str(metrics_file.parent),
+    }, None
+
+
+def _finite(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def load_runs(folders: list[Path]) -> list[dict]:
-    runs = []
+    """Every finished training run below `folders`; runs that cannot be read are skipped with a
+    warning naming the file, and counted."""
+    runs, skipped = [], 0
     for folder in folders:
         for metrics_file in sorted(folder.rglob("metrics.json")):
-            config_file = metrics_file.parent / "config.yaml"
-            if not config_file.is_file():
-                continue
-            cfg = OmegaConf.to_container(OmegaConf.load(config_file), resolve=False)
-            # values holding the run's own directory (checkpoint dirs, root dirs) only place the run
-            places = {
-                str(metrics_file.parent.resolve()),
-                str((cfg.get("paths") or {}).get("output_dir", "\0")),
-            }
-            flat = {
-                k: v
-                for k, v in _flat(cfg).items()
-                if not _ignored(k) and not any(p and p in v for p in places)
-            }
-            references = method_capabilities(flat.get("method._target_", "")).run_reference_keys
-            for key, text in references.items():  # one trace per seed: the setting is "traced heads"
-                if flat.get(f"method.{key}"):
-                    flat[f"method.{key}"] = text
-            metrics = json.loads(metrics_file.read_text())
-            runs.append(
-                {"config": flat, "seed": cfg.get("seed"), "metrics": metrics, "dir": str(metrics_file.parent)}
-            )
+            run, why = read_run(metrics_file)
+            if run is not None:
+                runs.append(run)
+            elif why is not None:
+                skipped += 1
+                print(f"warning: skipped {metrics_file}: {why}", file=sys.stderr)
+    if skipped:
+        print(f"warning: {skipped} run(s) skipped (see above)", file=sys.stderr)
     return runs
 
 
@@ -268,8 +303,7 @@ def plot(rows: list[dict], varying: list[str], path: Path) -> None:
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title("IID vs OOD accuracy (mean, 95% interval over seeds)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def write_csv(rows: list[dict], varying: list[str], path: Path) -> None:

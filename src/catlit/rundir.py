@@ -3,7 +3,7 @@
 - `RunDir.claim()`: an exclusive lock on the directory for the life of the run (a second run into the
   same directory is refused in one line), then a check that it holds no other run (unless the run
   resumes from a checkpoint inside it).
-- Every file is written atomically (`write_text`, `write_json`, `atomic_path`): a temporary file in
+- Every file is written atomically (`catlit.files`): a temporary file in
   the same directory, flushed to disk and renamed over the old one, so a reader (or a crash) sees the
   old complete file or the new one, never a part, and a failed write keeps the old file.
 - `config.yaml` (the resolved config) first, `summary.md` (the printed results table), `metrics.json`
@@ -14,54 +14,18 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from catlit.files import write_json, write_text
+from catlit.secrets import redact
+
 LOCK = ".lock"
 KEEP = {".hydra", LOCK}  # what Hydra (and the lock) put into a run directory before the run starts
 FINISHED = "metrics.json"
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
-    """A temporary path beside `path`; renamed over `path` when the block exits normally (after an
-    fsync), deleted when it raises. For writers that take a file name (torch.save, savefig)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
-def write_json(path: Path, payload) -> None:
-    write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def is_finished(folder: Path) -> bool:
@@ -134,7 +98,9 @@ class RunDir:
         )
 
     def write_config(self, cfg: DictConfig) -> None:
-        write_text(self.path / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        """The resolved config, secret values redacted (`catlit.secrets`)."""
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        write_text(self.path / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(redact(resolved))))
 
     def write_summary(self, text: str) -> None:
         """The printed results table, also kept as summary.md."""

@@ -24,9 +24,10 @@ PLANS = [
     ["slow", "ok"],
     ["garbage", "ok"],
     ["html", "badjson", "wrongshape", "ok"],  # 200 replies that are not chat completions
-    ["echo"],  # a 401 that echoes the request's key: failed, and the key must never be written
     ["429"],  # never recovers: the row must be reported as failed
 ]
+# also served on request: "echo" (a 401 that echoes the request's key) and "everything" (a reply that
+# calls every word of the row a cause, as a prompt injection in the row could make a model do)
 CAUSAL = re.compile(r"(Smoking|Weight|Exercise): (\d+)")
 
 
@@ -46,8 +47,15 @@ def annotation(text: str) -> list[dict]:
 
 
 class ChatServer:
-    def __init__(self, delay: float = 0.0, slow_seconds: float = 2.0):
+    """`revoke_after=n`: after n answered requests the key is refused (401, echoing it) from then on;
+    `plan`: one plan for every row instead of the CRC's choice."""
+
+    def __init__(
+        self, delay: float = 0.0, slow_seconds: float = 2.0, revoke_after: int | None = None, plan=None
+    ):
         self.delay, self.slow_seconds = delay, slow_seconds
+        self.revoke_after, self.plan = revoke_after, plan
+        self.answered = 0
         self.attempts: Counter = Counter()
         self.actions: Counter = Counter()
         self.auth_headers: set[str] = set()
@@ -68,8 +76,11 @@ class ChatServer:
                 with server.lock:
                     n = server.attempts[text]
                     server.attempts[text] += 1
-                    plan = plan_for(text)
+                    plan = server.plan or plan_for(text)
                     action = plan[min(n, len(plan) - 1)]
+                    if server.revoke_after is not None and server.answered >= server.revoke_after:
+                        action = "echo"
+                    server.answered += 1
                     server.actions[action] += 1
                 time.sleep(server.delay)
                 # the client may have timed out and hung up, as intended for "slow"
@@ -100,6 +111,8 @@ class ChatServer:
         if action == "slow":
             time.sleep(self.slow_seconds)
         content = json.dumps(annotation(text))
+        if action == "everything":
+            content = json.dumps([{text.rsplit("Answer: ", 1)[-1].strip(): re.findall(r"\w+", text)}])
         if action == "fenced":
             content = f"Sure! Here is the annotation:\n```json\n{content}\n```\nHope this helps."
         elif action == "garbage":

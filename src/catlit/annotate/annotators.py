@@ -23,6 +23,7 @@ import torch
 from catlit.annotate.parse import extract_json
 from catlit.annotate.prompt import PromptBuilder, render_plain
 from catlit.data.example import CausalLink, DataError, Example, parse_important
+from catlit.secrets import check_env_name
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ class OpenAIAnnotator:
     ):
         import openai
 
+        check_env_name("annotator.api_key_env", api_key_env)
         if api_key_env:
             key = os.environ.get(api_key_env)
             if not key:
@@ -164,6 +166,13 @@ class OpenAIAnnotator:
                 await asyncio.sleep(self._delay(attempt, err))
                 attempt += 1
                 continue
+            except (self.openai.AuthenticationError, self.openai.PermissionDeniedError) as err:
+                # every later request would be refused too: stop the run at the first one
+                raise AnnotatorRefused(
+                    f"the endpoint refused the credentials (HTTP {err.status_code}: "
+                    f"{self.redact(str(err))[:160]}); the rows written so far are kept and a rerun "
+                    "resumes after them"
+                ) from None
             except self.openai.APIStatusError as err:  # other 4xx: retrying will not help
                 counts[f"api_status_{err.status_code}"] += 1
                 return Proposal(error=f"HTTP {err.status_code}: {self.redact(str(err))[:200]}", counts=counts)
@@ -173,6 +182,10 @@ class OpenAIAnnotator:
                 return proposal
             counts.update(proposal.counts)  # the malformed reply; ask again
             parse_attempt += 1
+
+
+class AnnotatorRefused(PermissionError):
+    """The annotator's service refused the credentials: no row can succeed, so the run stops."""
 
 
 class InvalidResponse(Exception):

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+IDENTITY = ("_target_", "model", "path", "temperature", "max_tokens", "max_new_tokens")
 
 
 def default_output(cfg) -> Path:
@@ -26,8 +28,11 @@ def run_annotation(cfg):
     # partial, then call: passed through instantiate, the dataclass would become a config node
     annotator = instantiate(cfg.annotator, _partial_=True)(prompt=prompt)
     output = Path(cfg.output) if cfg.output else default_output(cfg)
+    # what decides whether earlier rows are reusable: who annotates, with which prompt and demos
+    # (not timeouts, concurrency or the server's address, which a rerun may change)
+    settings = OmegaConf.to_container(cfg.annotator, resolve=True)
     identity = {
-        "annotator": OmegaConf.to_container(cfg.annotator, resolve=True),
+        "annotator": {k: settings[k] for k in IDENTITY if k in settings},
         "prompt_sha256": prompt.fingerprint(),
         "demos": len(demos),
     }
@@ -39,7 +44,17 @@ def run_annotation(cfg):
         limit=cfg.limit,
         identity=identity,
         retry_failed=cfg.get("retry_failed", True),
+        max_cause_share=cfg.get("max_cause_share", 1.0),
     )
     table = summary_table(counts)
     print(f"\nAnnotated {cfg.input} -> {output}\n{table}\n", flush=True)
+    failed = counts.get("output_rows_failed", 0)
+    if failed:  # the run finished, but not every row has an annotation: say so in the exit status
+        print(
+            f"error: {failed} of {counts['rows']} rows failed (their `annotation_error` says why); "
+            "rerun the same command to ask again for them",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(1)
     return counts

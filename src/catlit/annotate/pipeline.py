@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from catlit.annotate.annotators import Proposal
-from catlit.annotate.validate import validate_links
+from catlit.annotate.validate import marked_share, validate_links
 from catlit.data.example import DataError
 from catlit.data.jsonl import example_from_row, iter_rows
 
@@ -140,7 +140,7 @@ def resume_point(output: Path, rows: list[tuple[str, dict]], overwrite: bool) ->
     return len(lines), failed
 
 
-def finish_row(raw: dict, example, proposal: Proposal, counts: Counter) -> dict:
+def finish_row(raw: dict, example, proposal: Proposal, counts: Counter, max_cause_share: float = 1.0) -> dict:
     row = dict(raw)
     counts.update(proposal.counts)
     row.pop("annotation_error", None)
@@ -150,6 +150,16 @@ def finish_row(raw: dict, example, proposal: Proposal, counts: Counter) -> dict:
         return row
     kept, link_counts = validate_links(example, proposal.links)
     counts.update(link_counts)
+    share = marked_share(example, kept)
+    if share > max_cause_share:  # a reply that calls (nearly) everything a cause says nothing
+        counts["rows_failed"] += 1
+        counts["rows_dropped_overmarked"] += 1
+        row["important"] = []
+        row["annotation_error"] = (
+            f"over-marked: the causes cover {100 * share:.0f}% of the input's words "
+            f"(max_cause_share={max_cause_share})"
+        )
+        return row
     row["important"] = [{link.effect: list(link.causes)} for link in kept]
     counts["rows_annotated" if kept else "rows_empty"] += 1
     return row
@@ -181,7 +191,9 @@ class Progress:
         )
 
 
-async def _annotate_rows(indices: list[int], rows, examples, annotator, counts: Counter, on_done) -> None:
+async def _annotate_rows(
+    indices: list[int], rows, examples, annotator, counts: Counter, on_done, cap=1.0
+) -> None:
     """Annotate rows[i] for i in `indices` in batches, calling on_done(i, row) as each finishes."""
     size = max(int(getattr(annotator, "batch_size", 1)), 1)
     gate = asyncio.Semaphore(max(int(getattr(annotator, "concurrency", 1)), 1))
@@ -190,15 +202,17 @@ async def _annotate_rows(indices: list[int], rows, examples, annotator, counts: 
         async with gate:
             proposals = await annotator.annotate([examples[i] for i in batch])
         for i, proposal in zip(batch, proposals):
-            on_done(i, finish_row(rows[i][1], examples[i], proposal, counts))
+            on_done(i, finish_row(rows[i][1], examples[i], proposal, counts, cap))
 
     await asyncio.gather(*(run_batch(indices[s : s + size]) for s in range(0, len(indices), size)))
 
 
-def _retry_failed(failed: list[int], rows, examples, annotator, output: Path, counts: Counter) -> None:
+def _retry_failed(
+    failed: list[int], rows, examples, annotator, output: Path, counts: Counter, cap=1.0
+) -> None:
     """Ask again for rows an earlier run could not annotate; rewrite the output atomically."""
     retried: dict[int, dict] = {}
-    asyncio.run(_annotate_rows(failed, rows, examples, annotator, counts, retried.__setitem__))
+    asyncio.run(_annotate_rows(failed, rows, examples, annotator, counts, retried.__setitem__, cap))
     lines = output.read_text(encoding="utf-8").splitlines(keepends=True)
     for i, row in retried.items():
         lines[i] = json.dumps(row, ensure_ascii=False) + "\n"
@@ -210,7 +224,7 @@ def _retry_failed(failed: list[int], rows, examples, annotator, output: Path, co
     os.replace(tmp, output)  # a kill before this line leaves the old output whole
 
 
-def _append(start: int, rows, examples, annotator, output: Path, counts: Counter, progress: Progress) -> None:
+def _append(start: int, rows, examples, annotator, output: Path, counts: Counter, progress, cap=1.0) -> None:
     finished: dict[int, dict] = {}
     next_row = start
     with output.open("a", encoding="utf-8") as handle:
@@ -227,7 +241,8 @@ def _append(start: int, rows, examples, annotator, output: Path, counts: Counter
                 os.fsync(handle.fileno())
                 progress.advance(wrote)
 
-        asyncio.run(_annotate_rows(list(range(start, len(rows))), rows, examples, annotator, counts, on_done))
+        todo = list(range(start, len(rows)))
+        asyncio.run(_annotate_rows(todo, rows, examples, annotator, counts, on_done, cap))
 
 
 def annotate_file(
@@ -238,6 +253,7 @@ def annotate_file(
     limit: int | None = None,
     identity: dict | None = None,
     retry_failed: bool = True,
+    max_cause_share: float = 1.0,
 ) -> Counter:
     """Annotate `input_path` into `output`; returns this run's counts, with the whole output's row
     counts under `output_*` keys. `identity` (annotator + prompt) is recorded and checked on resume."""
@@ -258,8 +274,8 @@ def annotate_file(
         if failed and retry_failed:
             log.info("asking again for %d row(s) that failed in an earlier run", len(failed))
             counts["rows_retried"] = len(failed)
-            _retry_failed(failed, rows, examples, annotator, output, counts)
-        _append(start, rows, examples, annotator, output, counts, Progress(len(rows), start))
+            _retry_failed(failed, rows, examples, annotator, output, counts, max_cause_share)
+        _append(start, rows, examples, annotator, output, counts, Progress(len(rows), start), max_cause_share)
         whole = Counter(
             row_status(json.loads(line)) for line in output.read_text(encoding="utf-8").splitlines()
         )
@@ -286,6 +302,7 @@ SUMMARY = [
     ("rows annotated", "rows_annotated"),
     ("rows with no valid link", "rows_empty"),
     ("rows failed (reported in the output)", "rows_failed"),
+    ("  of which over-marked (causes > max_cause_share of the words)", "rows_dropped_overmarked"),
     ("effects proposed", "effects_proposed"),
     ("effects kept", "effects_kept"),
     ("effects dropped: not in text", "effects_dropped_not_in_text"),

@@ -3,6 +3,7 @@ causal-mask builder matches them), causes before effects."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 from catlit.data.encoding import find_words
@@ -40,3 +41,10 @@ def validate_links(ex: Example, links: tuple[CausalLink, ...]) -> tuple[tuple[Ca
 
 def _absent(text: str, phrase: str) -> str:
     return "substring_only" if phrase in text else "not_in_text"
+
+
+def marked_share(ex: Example, links: tuple[CausalLink, ...]) -> float:
+    """The share of the input's words that the kept causes cover (each distinct phrase once)."""
+    words = len(re.findall(r"\w+", ex.input)) or 1
+    causes = {cause for link in links for cause in link.causes}
+    return sum(len(re.findall(r"\w+", cause)) for cause in causes) / words

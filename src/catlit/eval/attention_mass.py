@@ -24,6 +24,7 @@ from catlit.data.encoding import ExampleEncoder
 from catlit.data.example import CausalLink, Example
 from catlit.hooks.eager import eager_attention
 from catlit.plotting import pyplot
+from catlit.plotting import save as save_figure
 from catlit.stats import interval
 
 REST = "prompt"
@@ -137,8 +138,7 @@ def plot(table: dict[str, dict[str, list[float]]], path: Path, split: str) -> No
     )
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> int:

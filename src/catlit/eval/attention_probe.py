@@ -23,6 +23,7 @@ from catlit.hooks.eager import eager_attention
 from catlit.hooks.row_stats import row_stats
 from catlit.methods.reattention import reattention_loss
 from catlit.plotting import pyplot
+from catlit.plotting import save as save_figure
 
 
 class AttentionReport(Callback):
@@ -119,8 +120,7 @@ class AttentionReport(Callback):
         ax.set_ylabel("attention ratio (causes / others)")
         ax.set_title("Probe attention ratio over training")
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        save_figure(fig, path, dpi=110)
         return path
 
     def _plot_heatmap(self, path: Path, attn: torch.Tensor, row, tokenizer) -> Path:
@@ -140,6 +140,5 @@ class AttentionReport(Callback):
             ax.set_yticks(range(n), tokens, fontsize=6)
         ax.set_title("Attention (mean over layers and heads); red: cause columns of effect rows", fontsize=8)
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        save_figure(fig, path, dpi=110)
         return path

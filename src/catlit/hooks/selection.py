@@ -62,6 +62,12 @@ def read_head_selection(path: str | Path) -> dict[int, list[int]]:
         raise FileNotFoundError(
             f"method.heads_from={str(path)!r}: no selection.json there (run trace.py first)"
         )
+    if not (file.parent / "metrics.json").is_file():  # a trace writes metrics.json last, when complete
+        raise ValueError(
+            f"method.heads_from={str(path)!r}: that trace did not finish (no metrics.json beside "
+            "selection.json); run trace.py again"
+        )
+
     data = json.loads(file.read_text())
     heads: dict[int, list[int]] = {}
     for comp in data.get("components", []):

@@ -22,16 +22,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from numbers import Real
 
 import torch
 
 from catlit.models.lora import adapter_config, apply_adapter
-
-
-def number(test: Callable[[float], bool]) -> Callable[[object], bool]:
-    """A config rule's test: a real number (not a bool) that passes `test`."""
-    return lambda v: isinstance(v, Real) and not isinstance(v, bool) and test(v)
 
 
 @dataclass(frozen=True)

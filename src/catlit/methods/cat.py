@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from catlit.errors import number
 from catlit.hooks.attention import make_capture
 from catlit.hooks.selection import read_head_selection
-from catlit.methods.base import Capabilities, Method, MethodOutput, number
+from catlit.methods.base import Capabilities, Method, MethodOutput
 from catlit.methods.reattention import VARIANTS, reattention_loss, row_ratios
 from catlit.schedules import Schedule
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from catlit.files import atomic_dir
 from catlit.models.embedded import build_embedded
 from catlit.models.loading import load_pretrained
 from catlit.models.lora import apply_adapter
@@ -37,8 +38,9 @@ def build_model(
         model.to(getattr(torch, cfg.dtype))  # model.dtype holds for the embedded default too
         model.set_attn_implementation(attn)
         if save_dir is not None:
-            model.save_pretrained(save_dir)
-            tokenizer.save_pretrained(save_dir)
+            with atomic_dir(Path(save_dir)) as folder:
+                model.save_pretrained(folder)
+                tokenizer.save_pretrained(folder)
     if cfg.get("gradient_checkpointing"):
         # Non-reentrant: a reentrant checkpoint reruns the forward under no_grad, so anything captured
         # inside a layer (the attention statistics) would carry no gradient.
@@ -50,8 +52,7 @@ def build_model(
         log.info("LoRA: %d trainable parameters", trainable)
     keep_trainable_in_float32(model)
     model.train()  # from_pretrained returns eval mode, which would silently disable (LoRA) dropout
-    total = sum(p.numel() for p in model.parameters())
-    log.info("model: %s, %.2fM parameters, attention=%s", type(model).__name__, total / 1e6, attn)
+    log.info("weights: %s, attention %s", cfg.path or "the embedded default (random init)", attn)
     return model, tokenizer
 
 

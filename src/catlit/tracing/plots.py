@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from catlit.plotting import pyplot
+from catlit.plotting import save as save_figure
 
 
 def effect_vs_size(curves: dict[str, list[tuple[int, float]]], path: Path, ylabel: str) -> None:
@@ -20,8 +21,7 @@ def effect_vs_size(curves: dict[str, list[tuple[int, float]]], path: Path, ylabe
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def z_map(z: torch.Tensor, path: Path, title: str) -> None:
@@ -34,8 +34,7 @@ def z_map(z: torch.Tensor, path: Path, title: str) -> None:
     ax.set_title(title)
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def z_history(history: list[torch.Tensor], names: list[str], selected: list[int], path: Path) -> None:
@@ -56,5 +55,4 @@ def z_history(history: list[torch.Tensor], names: list[str], selected: list[int]
     if selected:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)

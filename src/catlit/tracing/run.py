@@ -16,11 +16,13 @@ import transformers
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from catlit.files import write_json
 from catlit.models.architectures import Layout
 from catlit.models.loading import load_local
-from catlit.rundir import RunDir, write_json
+from catlit.rundir import RunDir
 from catlit.tracing import plots
 from catlit.tracing.baselines import BASELINES, Context, Scored
+from catlit.tracing.checks import check_finite, check_sizes, check_trace_config
 from catlit.tracing.components import ComponentSpace
 from catlit.tracing.engine import Tracer
 from catlit.tracing.pairs import encode_pairs
@@ -46,6 +48,7 @@ def split_indices(n: int, heldout_fraction: float, seed: int) -> tuple[list[int]
 
 def run(cfg: DictConfig) -> dict[str, float]:
     started = time.time()
+    check_trace_config(cfg)
     if not cfg.model.path:
         raise ValueError(
             "model.path is null: set it to a checkpoint folder (trace.py builds a default model)"
@@ -58,6 +61,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         run_dir.write_config(cfg)
         torch.manual_seed(cfg.seed)
         tracer, train_idx, held_idx, skipped = setup(cfg)
+        check_sizes(cfg, tracer.space.numel)
         ctx = _context(cfg, tracer, train_idx, held_idx)
         result = pgbct(tracer, train_idx, seed=cfg.seed, **_search_options(cfg.search))
         selected = result.top(cfg.select.k) if cfg.select.k else result.threshold(cfg.select.threshold)
@@ -130,8 +134,10 @@ def _context(cfg: DictConfig, tracer: Tracer, train_idx: list[int], held_idx: li
 
     def score(indices: list[int]) -> tuple[float, float]:
         mask = tracer.space.from_indices(indices, tracer.device)
-        held = tracer.evaluate(mask, held_prep) if held_prep else float("nan")
-        return tracer.evaluate(mask, train_prep), held
+        held = (
+            check_finite(tracer.evaluate(mask, held_prep), "a held-out effect") if held_prep else float("nan")
+        )
+        return check_finite(tracer.evaluate(mask, train_prep), "an effect on the training pairs"), held
 
     options = OmegaConf.to_container(cfg.baselines, resolve=True)
     return Context(tracer, train_prep, score, seed=cfg.seed, options=options)

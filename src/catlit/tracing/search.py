@@ -87,6 +87,11 @@ def pgbct(
             effect_loss, _ = tracer.loss(batch, z, cache, loss)
             flat = space.flatten(z)
             objective = effect_loss + l1 * flat.abs().sum() + l2 * (flat * (1 - flat)).sum()
+            if not torch.isfinite(objective):
+                raise FloatingPointError(
+                    f"PGB-CT: the objective is {objective.item()} at epoch {epoch}: the model's outputs on "
+                    "the pairs are not finite (a NaN or inf in its weights?); tracing stops"
+                )
             opt.zero_grad(set_to_none=True)
             objective.backward()
             opt.step()

@@ -9,12 +9,58 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
+
+from catlit.files import atomic_path
 
 log = logging.getLogger(__name__)
 
 
 SECOND_HALF_TRAIN_LOSS = "train_loss_second_half"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file in their own directory, flushed to disk and renamed
+    over the old one: a kill or a full disk during a save leaves the previous checkpoint whole.
+    (Lightning's default writes through a temporary file in the system temp directory, and where
+    that is another filesystem the final move is a copy that a kill can cut short.) Loads are
+    weights-only whatever the environment says: a checkpoint runs no code when it is read."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        with atomic_path(Path(path), suffix=".ckpt.tmp") as tmp:
+            torch.save(checkpoint, tmp)
+
+    def load_checkpoint(self, path, map_location=lambda storage, loc: storage, weights_only=None) -> dict:
+        return load_checkpoint(path, map_location)
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """A checkpoint, weights-only (tensors and plain containers: no code runs), or one error that names
+    the file and the newest loadable checkpoint beside it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        others = sorted(
+            (p for p in path.parent.glob("*.ckpt") if p != path), key=lambda p: -p.stat().st_mtime
+        )
+        good = next((p for p in others if _loads(p)), None)
+        offer = f"; the newest loadable one there is {good}: resume with ckpt_path={good}" if good else ""
+        reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise ValueError(f"checkpoint {path} cannot be loaded ({reason}){offer}") from None
+
+
+def _loads(path: Path) -> bool:
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+        return True
+    except Exception:
+        return False
 
 
 class RunCheckpoint(ModelCheckpoint):

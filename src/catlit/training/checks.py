@@ -6,16 +6,12 @@ from __future__ import annotations
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from catlit.errors import ConfigError
-from catlit.methods.base import number
+from catlit.errors import ConfigError, check_rules, integer, number
 
 # key -> (test, what it must be); a missing key is left to its own default
 RULES = {
-    "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
-    "trainer.max_epochs": (
-        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-        "an integer >= 1",
-    ),
+    "seed": (integer(), "an integer"),
+    "trainer.max_epochs": (integer(lambda v: v >= 1), "an integer >= 1"),
     "optimizer.lr": (number(lambda v: v > 0), "a number > 0"),
 }
 
@@ -26,16 +22,11 @@ def method_rules(cfg: DictConfig) -> dict:
         return {}
     try:
         cls = get_class(target)
-    except Exception as err:
+    except Exception as err:  # an unknown target is named, whatever Hydra raised
         raise ConfigError(f"method._target_={target!r} cannot be imported: {err}") from None
     rules = getattr(getattr(cls, "capabilities", None), "config_rules", {}) or {}
     return {f"method.{key}": rule for key, rule in rules.items()}
 
 
 def check_config(cfg: DictConfig) -> None:
-    for key, (ok, what) in {**RULES, **method_rules(cfg)}.items():
-        value = OmegaConf.select(cfg, key, default="__missing__", throw_on_missing=False)
-        if value == "__missing__":
-            continue
-        if not ok(value):
-            raise ConfigError(f"{key}={value!r}: must be {what}")
+    check_rules(cfg, {**RULES, **method_rules(cfg)})

@@ -14,9 +14,12 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from catlit.files import atomic_dir, write_text
 from catlit.models import build_model
 from catlit.models.factory import half_precision_plugin, keep_trainable_in_float32
-from catlit.rundir import RunDir, write_text
+from catlit.rundir import RunDir
+from catlit.secrets import redact
+from catlit.training.checkpoints import AtomicCheckpointIO, load_checkpoint
 from catlit.training.checks import check_config
 from catlit.training.distributed import build_strategy, destroy_process_group, full_state_dict, hydra_job_argv
 from catlit.training.loggers import finish_loggers
@@ -68,6 +71,8 @@ def setup(cfg: DictConfig, run_dir: RunDir, rank_zero: bool):
     model, tokenizer = build_model(cfg.model, datamodule.corpus, base_dir, method.builds_adapters)
     model = method.build(model, tokenizer)  # before the Trainer: a method's adapters, router, head
     keep_trainable_in_float32(model)  # adapters a method added train on float32 master weights too
+    log.info(parameter_summary(model, method))
+
     datamodule.set_tokenizer(tokenizer)
     datamodule.setup("fit")
     module = TaskModule(
@@ -100,11 +105,25 @@ def setup(cfg: DictConfig, run_dir: RunDir, rank_zero: bool):
         logger=loggers or False,
         callbacks=_instantiate_all(cfg.get("callbacks")),
         strategy=build_strategy(cfg.trainer.get("strategy", "auto"), model),
+        plugins=[AtomicCheckpointIO()],
         **extra,
     )
-    for lg in loggers:
-        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    for lg in loggers:  # secret values never reach a logger's files (wandb syncs them)
+        lg.log_hyperparams(redact(OmegaConf.to_container(cfg, resolve=True)))
     return module, datamodule, trainer, loggers
+
+
+def parameter_summary(model, method) -> str:
+    """One line for the console: what trains and how much of it (Lightning's table is switched off)."""
+    from torch import nn
+
+    owned = list(method.parameters()) if isinstance(method, nn.Module) else []
+    total = sum(p.numel() for p in model.parameters()) + sum(p.numel() for p in owned)
+    trainable = sum(p.numel() for p in [*model.parameters(), *owned] if p.requires_grad)
+    return (
+        f"model: {type(model).__name__}; {trainable / 1e6:.2f}M of {total / 1e6:.2f}M parameters train "
+        f"({100 * trainable / max(total, 1):.1f}%, method {method.name})"
+    )
 
 
 def fit_and_test(cfg: DictConfig, trainer: L.Trainer, module: TaskModule, datamodule) -> tuple[dict, str]:
@@ -112,17 +131,24 @@ def fit_and_test(cfg: DictConfig, trainer: L.Trainer, module: TaskModule, datamo
     metrics: dict[str, float] = {}
     best = ""
     if cfg.get("train", True):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path") or None)
+        if cfg.get("ckpt_path"):  # a damaged file is named, with the newest loadable one beside it
+            load_checkpoint(cfg.ckpt_path)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path") or None, weights_only=True)
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if best:  # validation figures from the weights that test uses, not the last epoch's
-            for result in trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False):
+            for result in trainer.validate(
+                module, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
+            ):
                 metrics.update({k: float(v) for k, v in result.items() if k.startswith("val/")})
         else:
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
     if cfg.get("test", True):
         ckpt = best or (None if cfg.get("train", True) else cfg.get("ckpt_path"))
         log.info("testing with %s", ckpt or "the weights in memory")
-        for result in trainer.test(module, datamodule=datamodule, ckpt_path=ckpt or None, verbose=False):
+        results = trainer.test(
+            module, datamodule=datamodule, ckpt_path=ckpt or None, verbose=False, weights_only=True
+        )
+        for result in results:
             metrics.update({k: float(v) for k, v in result.items()})
     return metrics, best
 
@@ -131,10 +157,10 @@ def save(
     run_dir: RunDir, module: TaskModule, trainer: L.Trainer, gathered, metrics: dict, started: float
 ) -> dict:
     """The trained model (adapter-only with LoRA) and the method's additions; metrics.json last."""
-    model_dir = run_dir / "model"
-    module.model.save_pretrained(model_dir, state_dict=gathered)
-    module.tokenizer.save_pretrained(model_dir)
-    module.method.save_pretrained(model_dir, module.model)
+    with atomic_dir(run_dir / "model") as model_dir:  # the whole folder, or the previous one
+        module.model.save_pretrained(model_dir, state_dict=gathered)
+        module.tokenizer.save_pretrained(model_dir)
+        module.method.save_pretrained(model_dir, module.model)
     for source in [module.method, *trainer.callbacks]:  # e.g. how often a loss term acted
         if hasattr(source, "summary"):
             metrics.update(source.summary())

@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from catlit.methods.base import Capabilities, Method, MethodOutput, number
+from catlit.errors import number
+from catlit.methods.base import Capabilities, Method, MethodOutput
 from catlit.methods.iclm.config import ICLMConfig
 from catlit.methods.iclm.mutual_information import mutual_information
 from catlit.methods.iclm.positions import answer_positions, next_tokens, position_ids, routed_tokens
@@ -316,6 +317,9 @@ class IndependentCausalLM(Method, nn.Module):
         model = method.build(base_model)
         for name in method.adapter_names:
             set_peft_model_state_dict(model, load_peft_weights(str(directory / name)), adapter_name=name)
-        state = torch.load(directory / "iclm.pt", map_location=next(model.parameters()).device)
+        # weights only, whatever the environment says: a saved model runs no code when it is read
+        state = torch.load(
+            directory / "iclm.pt", map_location=next(model.parameters()).device, weights_only=True
+        )
         nn.Module.load_state_dict(method, state)
         return method, model

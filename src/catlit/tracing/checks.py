@@ -1,0 +1,51 @@
+"""trace.py's settings, checked before anything runs (one error naming the key), and those that
+depend on the model (set sizes against its number of components) once it is loaded."""
+
+from __future__ import annotations
+
+import math
+
+from omegaconf import DictConfig
+
+from catlit.errors import ConfigError, check_rules, integer, number
+
+RULES = {
+    "seed": (integer(), "an integer"),
+    "search.epochs": (integer(lambda v: v >= 1), "an integer >= 1"),
+    "search.batch_size": (integer(lambda v: v >= 1), "an integer >= 1"),
+    "search.lambda1": (number(lambda v: v >= 0), "a finite number >= 0"),
+    "search.lambda2": (number(lambda v: v >= 0), "a finite number >= 0"),
+    "search.init": (number(lambda v: 0 <= v <= 1), "a number in [0, 1]"),
+    "select.threshold": (number(lambda v: 0 <= v <= 1), "a number in [0, 1]"),
+    "select.k": (lambda v: v is None or integer(lambda k: k >= 1)(v), "null or an integer >= 1"),
+    "heldout_fraction": (number(lambda v: 0 <= v < 1), "a number in [0, 1)"),
+    "noise_scale": (number(lambda v: v >= 0), "a finite number >= 0"),
+    "baselines.random_draws": (integer(lambda v: v >= 1), "an integer >= 1"),
+    "baselines.eval_pairs": (lambda v: v is None or integer(lambda k: k >= 1)(v), "null or an integer >= 1"),
+}
+
+
+def check_trace_config(cfg: DictConfig) -> None:
+    check_rules(cfg, RULES)
+    for kind, rate in (cfg.search.get("lr") or {}).items():
+        if not number(lambda v: v > 0)(rate):
+            raise ConfigError(f"search.lr.{kind}={rate!r}: must be a finite number > 0")
+
+
+def check_sizes(cfg: DictConfig, numel: int) -> None:
+    """Set sizes against the number of components the model has."""
+    k = cfg.select.k
+    if k is not None and k > numel:
+        raise ConfigError(f"select.k={k}: the model has {numel} components of kinds {list(cfg.components)}")
+    sizes = list(cfg.baselines.sizes or [])
+    if sizes and not any(0 < s <= numel for s in sizes):
+        raise ConfigError(f"baselines.sizes={sizes}: none is within [1, {numel}], the number of components")
+
+
+def check_finite(value: float, what: str) -> float:
+    if not math.isfinite(value):
+        raise FloatingPointError(
+            f"{what} is {value}: the model's outputs on the pairs are not finite (a NaN or inf in its "
+            "weights, or an effect that overflows); tracing stops rather than report it"
+        )
+    return value
