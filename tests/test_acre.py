@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import re
@@ -10,6 +11,7 @@ from collections import Counter
 import pytest
 import torch
 
+from catlit.data import acre_benchmark as bench
 from catlit.data.acre import ACRE, COLOURS, SHAPES, held_out, infer
 from catlit.data.collate import Collator
 from catlit.data.encoding import ExampleEncoder
@@ -38,11 +40,13 @@ def test_blicket_inference_rules():
     assert infer(((a,), (b,)), (False, False), (a, b)) == "off"
 
 
-def test_acre_splits_are_seeded_balanced_disjoint_and_shifted():
-    splits = ACRESource(seed=3).load()
-    again = ACRESource(seed=3).load()
+def test_small_acre_splits_are_seeded_balanced_disjoint_and_shifted():
+    splits = ACRESource(seed=3, preset="small").load()
+    again = ACRESource(seed=3, preset="small").load()
     assert [e.input for e in splits.train] == [e.input for e in again.train]
-    assert [e.input for e in ACRESource(seed=4).load().train] != [e.input for e in splits.train]
+    assert [e.input for e in ACRESource(seed=4, preset="small").load().train] != [
+        e.input for e in splits.train
+    ]
     assert set(splits.test) == {"iid", "compositional", "systematic"}
     test_prompts = {e.input for rows in splits.test.values() for e in rows}
     assert not test_prompts & {e.input for e in splits.train + splits.val["iid"]}
@@ -74,16 +78,19 @@ def test_acre_answers_never_leak_into_prompts_and_causes_are_the_query_trials():
 
 
 def test_acre_examples_encode_with_their_causal_mask(any_tokenizer):
-    encoder = ExampleEncoder(any_tokenizer, max_length=256, training=True)
-    rows = [encoder.encode(ex) for ex in ACRESource(seed=0, limit=40).load().train]
-    assert sum(bool(r.blocks) for r in rows) >= 36  # effect and causes found as whole words
+    encoder = ExampleEncoder(any_tokenizer, max_length=1024, training=True)  # tokenizers trained on STG
+    for preset in ("small", "acre"):
+        rows = [encoder.encode(ex) for ex in ACRESource(seed=0, limit=40, preset=preset).load().train]
+        assert sum(bool(r.blocks) for r in rows) >= 36, preset  # effect and causes found as whole words
 
 
 def test_acre_bad_params_are_named():
     with pytest.raises(ValueError, match="encodings"):
         ACRE(encodings=("braille",))
     with pytest.raises(ValueError, match="unknown parameter"):
-        ACRESource(params={"n_trails": 3})
+        ACRESource(params={"n_trails": 3}, preset="small")
+    with pytest.raises(ValueError, match="not an ACRE preset"):
+        ACRESource(preset="big")
 
 
 # ---- OpenAI-evals files ----------------------------------------------------------------------------
@@ -145,7 +152,7 @@ def test_data_evals_composes_and_names_sources(tmp_path):
 # ---- the batch fields a method may ask for -------------------------------------------------------------
 def test_collator_gives_source_ids_and_prompt_positions_when_asked(any_tokenizer):
     encoder = ExampleEncoder(any_tokenizer)
-    examples = ACRESource(seed=0, limit=4).load().train[:3]
+    examples = ACRESource(seed=0, limit=4, preset="small").load().train[:3]
     items = [(i, encoder.encode(e), e.target, i % 2) for i, e in enumerate(examples)]
     batch = Collator(any_tokenizer.pad_token_id, ["source", "prompt_positions"])(items)
     assert "causal_mask" not in batch
@@ -157,3 +164,106 @@ def test_collator_gives_source_ids_and_prompt_positions_when_asked(any_tokenizer
     with pytest.raises(ValueError, match="unknown field"):
         Collator(0, ["answer_mask"])
     assert torch.equal(Collator(0, [])([(0, items[0][1], "x")])["index"], torch.tensor([0]))
+
+
+# ---- exact labels and the benchmark's process -------------------------------------------------------
+def brute_force(panels, query) -> str:
+    """The disjunctive rule by enumeration, written independently of catlit's `infer`."""
+    objects = sorted({o for p, _ in panels for o in p} | set(query))
+    answers = set()
+    for size in range(len(objects) + 1):
+        for blickets in itertools.combinations(objects, size):
+            if all(any(o in blickets for o in p) == lit for p, lit in panels):
+                answers.add(any(o in blickets for o in query))
+    return {frozenset({True}): "on", frozenset({False}): "off"}.get(frozenset(answers), "undetermined")
+
+
+@pytest.mark.parametrize("kind", ["iid", "compositional", "systematic"])
+def test_small_acre_labels_are_exact_on_every_split(kind):
+    from catlit.data.acre import _episode
+
+    gen, rng = ACRE(), random.Random(kind)
+    for _ in range(1500):
+        episode = _episode(rng, gen.structure(kind), compositional=kind == "compositional")
+        expected = brute_force(list(zip(episode.trials, episode.outcomes)), episode.query)
+        assert episode.answer == expected, episode
+
+
+def test_a_pair_that_exactly_lit_the_machine_is_on():
+    a, b, c = (0, 1), (1, 1), (2, 3)
+    assert infer(((a, b),), (True,), (a, b)) == "on"  # the case a single-object rule called undetermined
+    assert infer(((a, b), (c,)), (True, False), (b, c)) == "undetermined"
+
+
+@pytest.mark.parametrize("regime", ["IID", "Comp", "Sys"])
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_benchmark_labels_are_exact_and_the_process_agrees(regime, split):
+    rng = random.Random(f"{regime}/{split}")
+    for _ in range(800):
+        problem = bench.sample_problem(rng, regime, split)
+        panels = [(p.objects, p.light == "on") for p in problem.context]
+        for query in problem.queries:  # the process's own label, its exact label, the brute force
+            assert bench.LABELS[query.label] == brute_force(panels, query.objects)
+            assert bench.label_of(problem, query) == query.label
+
+
+def test_benchmark_problems_follow_its_generative_process():
+    rng = random.Random(0)
+    labels, types, sizes, objects = Counter(), Counter(), set(), set()
+    for _ in range(2000):
+        problem = bench.sample_problem(rng, "IID", "train")
+        assert len(problem.context) == 6 and len(problem.queries) == 4 and problem.activated in (3, 4)
+        objects.add(len({o for p in problem.context for o in p.objects}))
+        for q in problem.queries:
+            labels[q.label] += 1
+            types[q.type] += 1
+            sizes.add(len(q.objects))
+    share = {bench.LABELS[k]: v / sum(labels.values()) for k, v in labels.items()}
+    assert (
+        abs(share["off"] - 0.37) < 0.03
+        and abs(share["on"] - 0.37) < 0.03
+        and abs(share["undetermined"] - 0.26) < 0.03
+    )
+    assert objects == {5, 6, 7, 8} and sizes == {1, 2, 3, 4, 5, 6} and set(types) == set(bench.QUERY_TYPES)
+    # the systematic split is the number of activated panels: 3 in its training, 4 in its test
+    assert {bench.sample_problem(rng, "Sys", "train").activated for _ in range(200)} == {3}
+    assert {bench.sample_problem(rng, "Sys", "test").activated for _ in range(200)} == {4}
+    assert not set(bench.ATTR_TRAIN) & set(bench.ATTR_TEST) and len(bench.ALL_KINDS) == 48
+
+
+def test_the_acre_preset_records_query_types_and_renders_both_encodings():
+    splits = ACRESource(seed=0, params={"n_train": 200, "n_val": 20, "n_test": 60}).load()
+    for rows in [splits.train, *splits.test.values()]:
+        assert {e.meta["query_type"] for e in rows} <= set(bench.QUERY_TYPES)
+        assert {e.meta["source"] for e in rows} == {"text", "symbolic"}
+    text = next(e for e in splits.train if e.meta["source"] == "text")
+    symbolic = next(e for e in splits.train if e.meta["source"] == "symbolic")
+    assert text.input.count("Panel ") == 6 and text.target in ("on", "off", "undetermined")
+    assert re.fullmatch(r"ACRE (P\d \[[\d, ]+\] -> [02] ; ){6}Q \[[\d, ]+\] -> \? => ", symbolic.input)
+    assert symbolic.target in ("0", "1", "2")
+    assert {e.meta["activated"] for e in splits.test["systematic"]} <= {3, 4}
+
+
+def test_the_raw_files_reader_reads_the_benchmarks_format(tmp_path):
+    from catlit.data.sources import ACREFilesSource
+
+    rng = random.Random(1)
+    problems = {
+        (regime, split): [bench.sample_problem(rng, regime, split) for _ in range(5)]
+        for regime in bench.REGIMES
+        for split in ("train", "val", "test")
+    }
+    root = bench.write_raw(tmp_path / "ACRE", problems)
+    raw = json.loads((root / "Sys" / "test.json").read_text())
+    assert len(raw) == 5 and len(raw[0]) == 10 and {"light_state", "objects"} <= set(raw[0][0])
+    assert {"label", "type"} <= set(raw[0][6]) and "ref" in raw[0][8]
+    splits = ACREFilesSource(dir=str(root)).load()
+    assert len(splits.train) == 5 * 4 * 2 and set(splits.test) == {"iid", "compositional", "systematic"}
+    first = problems["IID", "train"][0]
+    answers = [e.target for e in splits.train[:8]]
+    assert answers == [x for q in first.queries for x in (bench.LABELS[q.label], str(q.label))]
+    names = " ".join(e.input for e in splits.test["compositional"] if e.meta["source"] == "text")
+    assert "metal sphere" in names and "rubber sphere" not in names  # the held-out attribute table
+    (root / "IID" / "train.json").write_text(json.dumps([[{"light_state": "on"}]]))
+    with pytest.raises(DataError, match=r"IID/train.json: problem 0"):
+        ACREFilesSource(dir=str(root)).load()

@@ -202,6 +202,7 @@ def test_iclm_trains_under_ddp_with_its_own_parameters(tmp_path):
         "method=iclm",
         "method.mode=sparse",
         "data=acre",
+        "data.preset=small",
         "data.limit=48",
         "data.batch_size=8",
         "trainer.max_epochs=2",
@@ -224,7 +225,14 @@ def test_iclm_trains_under_ddp_with_its_own_parameters(tmp_path):
 
 @pytest.mark.slow
 def test_fsdp2_refuses_a_method_with_its_own_parameters(tmp_path):
-    args = ["method=iclm", "data=acre", "data.limit=16", "trainer=fsdp2", "trainer.max_epochs=1"]
+    args = [
+        "method=iclm",
+        "data=acre",
+        "data.preset=small",
+        "data.limit=16",
+        "trainer=fsdp2",
+        "trainer.max_epochs=1",
+    ]
     result = subprocess.run(
         [sys.executable, "train.py", *args, "logger=csv", f"paths.log_dir={tmp_path}"],
         cwd=ROOT,

@@ -332,3 +332,115 @@ def test_iclm_refuses_a_model_that_already_has_lora():
     wrapped = get_peft_model(tiny_llama(), LoraConfig(r=4, target_modules=["q_proj"]))
     with pytest.raises(ValueError, match="model.lora.enabled=false"):
         IndependentCausalLM().build(wrapped)
+
+
+# ---- the release's behaviours, each selectable, on identical inputs --------------------------------------
+def test_mi_at_the_answer_tokens_own_positions_as_released():
+    from catlit.data.encoding import IGNORE_INDEX
+    from catlit.methods.iclm.mutual_information import mutual_information
+
+    batch = make_batch()
+    answer = batch["labels"] != IGNORE_INDEX
+    for positions, at in (("predicting", answer_positions(batch["labels"])), ("answer", answer)):
+        method, model = build(mi_positions=positions)
+        out = method.forward(model, batch, "train")
+        _, logs = method.losses(out, batch, 0.0, 0)
+        rows, _, h, _ = out.parts["states"][0]
+        expected = mutual_information(out.parts["h_inv"][rows][at[rows]], h[at[rows]], **method.mi)
+        torch.testing.assert_close(logs["mi_0"], expected.detach())
+    assert not torch.equal(answer, answer_positions(batch["labels"]))  # the two differ by one position
+
+
+@pytest.mark.parametrize("padding", [False, True])
+def test_the_aggregation_norm_counts_padding_only_when_asked_as_released(padding):
+    method, model = build(norm_padding=padding)
+    method.norm.momentum = 1.0  # running mean = this batch's mean
+    batch = make_batch()
+    out = method.forward(model, batch, "train")
+    sel = answer_positions(batch["labels"])
+    _, h_dom, _ = method._domains(model, batch["input_ids"], batch["attention_mask"], sel, out.route)
+    joint = torch.cat([out.parts["h_inv"], h_dom], dim=-1).float()
+    counted = (
+        torch.ones_like(batch["attention_mask"], dtype=torch.bool)
+        if padding
+        else batch["attention_mask"].bool()
+    )
+    torch.testing.assert_close(method.norm.running_mean, joint[counted].mean(0), atol=1e-5, rtol=1e-4)
+    assert bool((~batch["attention_mask"].bool()).any())  # there is padding to count or not
+
+
+def test_norm_logits_and_shifted_probas_are_the_releases_aggregations():
+    batch, sel = make_batch(), answer_positions(make_batch()["labels"])
+    method, model = build(aggregation="shifted_probas")
+    method.eval()
+    out = method.forward(model, batch, "test/iid")
+    _, inv = method._run(model, "invariant", batch["input_ids"], batch["attention_mask"], sel)
+    _, _, dom = method._domains(model, batch["input_ids"], batch["attention_mask"], sel, out.route)
+    expected = sum(
+        (0.25 + 0.5 * lg.softmax(-1)).clamp(1e-6, 1 - 1e-6).log() + lg.logsumexp(-1, True)
+        for lg in (inv, dom)
+    )
+    torch.testing.assert_close(out.logits, expected)
+    method, model = build(aggregation="norm_logits")
+    method.eval()
+    with torch.no_grad():
+        method.norm.running_mean.uniform_(-1, 1)
+        method.norm.running_var.uniform_(0.5, 2)
+    out = method.forward(model, batch, "test/iid")
+    _, inv = method._run(model, "invariant", batch["input_ids"], batch["attention_mask"], sel)
+    _, _, dom = method._domains(model, batch["input_ids"], batch["attention_mask"], sel, out.route)
+    torch.testing.assert_close(out.logits, 0.5 * method.norm(inv) + 0.5 * method.norm(dom))
+
+
+def test_a_dead_codeword_is_restarted_when_asked():
+    method, model = build(restart_after=2)
+    force_route(method, 0)  # codeword 1 far away: no input chooses it
+    batch = make_batch()
+    far = method.router.codebook.weight[1].clone()
+    method.forward(model, batch, "train")
+    assert torch.equal(method.router.codebook.weight[1], far) and int(method.router.restarted) == 0
+    out = method.forward(model, batch, "train")  # its second idle step: moved onto an input's latent
+    _, logs = method.losses(out, batch, 0.0, 0)
+    assert int(method.router.restarted) == 1 and logs["codes_restarted"] == 1.0
+    assert not torch.equal(method.router.codebook.weight[1], far)
+    assert float(method.router.codebook.weight[1].abs().max()) < 100  # a latent now, not the far point
+    assert len(set(method.forward(model, batch, "train").route.choice.tolist())) == 2  # both codes in use
+
+
+def test_domains_mean_evaluation_averages_every_domain_module():
+    method, model = build(eval_module="domains_mean")
+    method.eval()
+    batch, sel = make_batch(), answer_positions(make_batch()["labels"])
+    out = method.forward(model, batch, "test/iid")
+    own = [
+        method._run(model, f"domain_{k}", batch["input_ids"], batch["attention_mask"], sel)[1] for k in (0, 1)
+    ]
+    torch.testing.assert_close(out.logits, (own[0] + own[1]) / 2)
+
+
+def test_iclm_paper_is_the_released_recipe(tmp_path):
+    from tests.helpers.runs import compose_cfg
+
+    cfg = compose_cfg(tmp_path, ["experiment=iclm_paper"])
+    m = cfg.method
+    assert (m.route_on, m.mask_padding, m.norm_padding, m.mi_positions, m.mi_reduce) == (
+        "sequence", False, True, "answer", "topk_shared",
+    )  # fmt: skip
+    assert (m.lambda_inv, m.lambda_dom, cfg.optimizer.lr, cfg.scheduler.name, cfg.scheduler.warmup_ratio) == (
+        1.0, 1.0, 5e-4, "linear", 0.0,
+    )  # fmt: skip
+    assert cfg.trainer.max_epochs == 3 and cfg.callbacks.model_checkpoint is None  # the final model
+    ablation = compose_cfg(tmp_path, ["experiment=iclm_paper", "method=iclm_no_invariant"]).method
+    assert (ablation.lambda_route, ablation.lambda_dom) == (0.25, 0.0)
+
+
+def test_a_capacity_matched_lora_trains_as_many_parameters_as_iclm():
+    from catlit.methods.base import Baseline
+
+    method, model = build()
+    iclm = sum(p.numel() for p in [*model.parameters(), *method.parameters()] if p.requires_grad)
+    matched = Baseline(name="lora_matched", adapter={"r": 8}, match={})
+    lora = matched.build(tiny_llama())
+    trained = sum(p.numel() for p in lora.parameters() if p.requires_grad)
+    assert method.trainable_parameters(tiny_llama()) == iclm
+    assert abs(trained - iclm) / iclm < 0.05 and matched.summary()["train/lora_rank"] > 8

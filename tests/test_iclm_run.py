@@ -13,7 +13,7 @@ from catlit.methods.iclm import IndependentCausalLM
 from catlit.training.run import run
 from tests.helpers.runs import FAST, compose_cfg
 
-ACRE = ["data=acre", "data.limit=160", "data.eval_batch_size=64"]
+ACRE = ["data=acre", "data.preset=small", "data.limit=160", "data.eval_batch_size=64"]
 
 
 def train(tmp_path: Path, *overrides: str):
@@ -87,12 +87,23 @@ def _best(run_dir: Path) -> str:
     return best.stem.removeprefix("best-epoch")
 
 
-@pytest.mark.parametrize("method", ["baseline", "cat", "lora", "iclm_no_invariant"])
+@pytest.mark.parametrize("method", ["baseline", "cat", "lora", "iclm_no_invariant", "poly", "lora_matched"])
 def test_every_method_runs_on_acre(tmp_path, method):
     metrics, run_dir = train(tmp_path, f"method={method}", "data.limit=40")
     assert {"test/iid/acc", "test/compositional/acc", "test/systematic/acc"} <= set(metrics)
     if method == "cat":
         assert logged(run_dir, "train/attn")  # the blicket trials are the answer's causes
+    if method == "lora_matched":
+        assert metrics["train/lora_rank"] > 8  # as many parameters as ICLM trains
+
+
+def test_the_benchmark_preset_reports_accuracy_per_query_type(tmp_path):
+    metrics, _ = train(tmp_path, "method=lora", "data.preset=acre", "data.limit=32")
+    per_type = {k: v for k, v in metrics.items() if "/by_query_type/" in k}
+    splits = {k.split("/")[1] for k in per_type}
+    assert splits == {"iid", "compositional", "systematic"} and all(0 <= v <= 1 for v in per_type.values())
+    types = {k.split("/")[3] for k in per_type}
+    assert types <= {"direct", "indirect", "screen_off", "potential"} and len(types) >= 3
 
 
 def test_lora_method_trains_one_adapter_on_the_frozen_model(tmp_path):

@@ -72,3 +72,18 @@ def test_mutual_information_of_no_positions_is_zero_and_bad_input_is_named():
         mutual_information(torch.zeros(2, 4), torch.zeros(2, 4), direction="sideways")
     with pytest.raises(ValueError, match="one shape"):
         mutual_information(torch.zeros(2, 4), torch.zeros(3, 4))
+
+
+def test_the_releases_reduction_gathers_both_vectors_at_shared_top_k_indices():
+    from catlit.methods.iclm.mutual_information import topk_shared_reduce
+
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(5, 16, generator=g), torch.randn(5, 16, generator=g)
+    rx, ry = topk_shared_reduce(x, y, 6)
+    for n in range(5):  # per row: x's 3 largest magnitudes, then y's 3, both read at those indices
+        index = [*x[n].abs().topk(3).indices.tolist(), *y[n].abs().topk(3).indices.tolist()]
+        assert rx[n].tolist() == x[n, index].tolist() and ry[n].tolist() == y[n, index].tolist()
+    expected = reference(rx.numpy(), ry.numpy(), "product_joint")
+    got = mutual_information(x, y, reduce_to=6, reduce="topk_shared")
+    assert float(got) == pytest.approx(expected, rel=1e-5, abs=1e-7)
+    assert float(mutual_information(x, y, reduce_to=4)) != pytest.approx(float(got))  # per-group differs

@@ -94,3 +94,25 @@ def test_report_reads_named_ood_splits_and_measures_gap_closed_on_their_mean(tmp
     assert "| acre | iclm mode=dense | 1 | 80.0 | 70.0 | 40.0 | 55.0 | 38% | +0.0 |" in out
     header = (tmp_path / "sweep" / "report.csv").read_text().splitlines()[0].split(",")
     assert {"compositional_mean", "systematic_mean", "ood_mean"} <= set(header)
+
+
+def test_report_tables_accuracy_per_query_type_and_any_other_figure(tmp_path, capsys):
+    for seed, (direct, potential, purity) in enumerate([(0.9, 0.2, 1.0), (0.7, 0.4, 0.5)], start=1):
+        cfg = compose_cfg(tmp_path / "compose" / str(seed), ["data=acre", "method=iclm", f"seed={seed}"])
+        run = tmp_path / "sweep" / str(seed)
+        run.mkdir(parents=True)
+        OmegaConf.save(cfg, run / "config.yaml", resolve=True)
+        metrics = {
+            "test/iid/acc": 0.6,
+            "test/iid/by_query_type/direct/acc": direct,
+            "test/iid/by_query_type/potential/acc": potential,
+            "test/iid/routing_purity": purity,
+        }
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    argv = [str(tmp_path / "sweep"), "--by", "query_type", "--extra", "test/iid/routing_purity"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| data | setting | iid: direct | iid: potential |" in out
+    # two seeds: mean ± t(1) * std / sqrt(2) = 80.0 ± 12.706 * 14.14 / 1.414
+    assert "| acre | iclm mode=dense | 80.0 ± 127.1 | 30.0 ± 127.1 |" in out
+    assert "| acre | iclm mode=dense | 75.0 ± 317.6 |" in out

@@ -21,6 +21,7 @@ import csv
 import functools
 import json
 import math
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -117,6 +118,12 @@ def read_run(metrics_file: Path) -> tuple[dict | None, str | None]:
     }, None
 
 
+def _data_label(flat: dict[str, str]) -> str:
+    """The data's name, and its preset where that says more (`stg (toy)`, not `acre (acre)`)."""
+    name, preset = flat.get("data.name", ""), flat.get("data.preset", "")
+    return f"{name} ({preset})" if preset and preset != name else name
+
+
 def _finite(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -176,8 +183,7 @@ def aggregate(runs: list[dict], baseline: str = REFERENCE_METHOD) -> tuple[list[
         first = members[0]["config"]
         row = {
             "setting": setting,
-            "data": first.get("data.name", "")
-            + (f" ({first['data.preset']})" if first.get("data.preset") else ""),
+            "data": _data_label(first),
             "method": first.get("method.name", ""),
             "headline": headline_keys(first),
             "capabilities": method_capabilities(first.get("method._target_", "")),
@@ -190,6 +196,7 @@ def aggregate(runs: list[dict], baseline: str = REFERENCE_METHOD) -> tuple[list[
         row["seeds"] = len(by_seed)
         row["per_seed"] = {}
         row["splits"] = splits
+        row["by_seed"] = by_seed
         for split in splits:
             key = f"test/{split}/acc"
             per_seed = {
@@ -306,6 +313,49 @@ def plot(rows: list[dict], varying: list[str], path: Path) -> None:
     save_figure(fig, path, dpi=120)
 
 
+def figure(row: dict, key: str, scale: float = 100.0) -> str:
+    """Mean ± 95% half-width over the row's seeds of metric `key` ("-" where no run has it)."""
+    values = [
+        statistics.mean(scale * x[key] for x in ms)
+        for ms in row["by_seed"].values()
+        if all(key in x for x in ms)
+    ]
+    if not values:
+        return "-"
+    mean, _, half = interval(values)
+    return f"{mean:.1f} ± {half:.1f}" if len(values) > 1 else f"{mean:.1f}"
+
+
+def group_table(rows: list[dict], key: str) -> str:
+    """Accuracy per split and per value of an example attribute (`data.group_by`, e.g. query_type)."""
+    pattern = re.compile(rf"^test/([^/]+)/by_{re.escape(key)}/([^/]+)/acc$")
+    found = sorted(
+        {
+            m.groups()
+            for r in rows
+            for ms in r["by_seed"].values()
+            for x in ms
+            for k in x
+            if (m := pattern.match(k))
+        }
+    )
+    if not found:
+        return ""
+    header = " | ".join(f"{split}: {value}" for split, value in found)
+    lines = [f"| data | setting | {header} |", "|---" * (len(found) + 2) + "|"]
+    for r in rows:
+        cells = " | ".join(figure(r, f"test/{split}/by_{key}/{value}/acc") for split, value in found)
+        lines.append(f"| {r['data']} | {label(r)} | {cells} |")
+    return "\n".join(lines)
+
+
+def extra_table(rows: list[dict], keys: list[str]) -> str:
+    """Any other figures of the runs' metrics.json (as they are stored, x100 for shares)."""
+    lines = ["| data | setting | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
+    lines += [f"| {r['data']} | {label(r)} | " + " | ".join(figure(r, k) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def write_csv(rows: list[dict], varying: list[str], path: Path) -> None:
     stats = [f"{s}_{k}" for s, _ in _columns(rows) for k in ("mean", "std", "ci95")]
     keys = ["data", "setting_label", *varying, "seeds", *stats]
@@ -325,6 +375,10 @@ def main(argv: list[str] | None = None) -> int:
         default=REFERENCE_METHOD,
         help="the method (name) gap closed is measured against, e.g. lora",
     )
+    parser.add_argument("--by", action="append", default=[], help="also a table per value of this example "
+                        "attribute (data.group_by, e.g. query_type)")  # fmt: skip
+    parser.add_argument("--extra", action="append", default=[], help="also a table of this metric "
+                        "(e.g. test/iid/routing_purity), mean ± 95%% interval x100")  # fmt: skip
     args = parser.parse_args(argv)
     runs = load_runs(args.folders)
     if not runs:
@@ -335,6 +389,13 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or args.folders[0]
     out.mkdir(parents=True, exist_ok=True)
     table = markdown(rows, varying)
+    for key in args.by:
+        grouped = group_table(rows, key)
+        table += (
+            f"\n\nTest accuracy per {key}:\n\n{grouped}" if grouped else f"\n\n(no test/*/by_{key} figures)"
+        )
+    if args.extra:
+        table += f"\n\nOther figures (x100):\n\n{extra_table(rows, args.extra)}"
     (out / "report.md").write_text(table + "\n")
     write_csv(rows, varying, out / "report.csv")
     plot(rows, varying, out / "report.png")

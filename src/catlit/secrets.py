@@ -16,6 +16,7 @@ import re
 import sys
 from typing import Any
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 REDACTED = "***"
@@ -97,7 +98,7 @@ def check_env_name(key: str, value: str | None) -> None:
         )
 
 
-class RedactedHydraFiles:
+class RedactedHydraFiles(Callback):
     """A Hydra callback: writes `.hydra/config.yaml`, `hydra.yaml` and `overrides.yaml` into the run
     directory with secrets redacted (`hydra.output_subdir` null keeps Hydra from writing plain ones),
     and redacts the sweep's `multirun.yaml`."""

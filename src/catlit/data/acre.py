@@ -1,22 +1,20 @@
-"""An ACRE-style blicket-detector task in two surface encodings, with compositional and systematic
-out-of-distribution test splits.
+"""ACRE blicket detection in two surface encodings (text sentences, symbolic codes), two presets:
 
-Each episode shows a few trials: a set of objects on a machine and whether the machine turned on.
-The machine turns on iff at least one object on it is a blicket. The question asks whether the
-machine would be on with some objects; the answer follows from the trials by two rules:
-  - an object in a trial where the machine stayed off is not a blicket;
-  - an object in a trial where the machine turned on, all of whose other objects are known not to be
-    blickets, is a blicket.
-So a query is `on` (a known blicket is in it), `off` (every object is known not to be one) or
-`undetermined`. Answers are drawn balanced.
+  acre   the benchmark's generative process (catlit.data.acre_benchmark): 6 context panels, 5-8 objects
+         of 48 kinds, 4 queries per problem of four types (direct, indirect, screened-off, potential),
+         labels off / on / undetermined as the benchmark draws them. Trained on its IID regime and
+         tested on IID, compositional (Comp) and systematic (Sys: 4 activated panels) test problems,
+         as the ICLM paper does. Each example records `meta["query_type"]`.
+  small  catlit's lighter task: 3 trials of at most 2 of 3 objects, single-object questions, answers
+         drawn balanced; compositional = unseen colour/shape combinations, systematic = 4 objects,
+         4 trials of up to 3, pair questions.
 
-The two encodings (`text`: sentences, `symbolic`: codes) carry the same episode, and every example
-names its encoding in `meta["source"]` (what a router should recover). Test splits:
-  iid            the training distribution
-  compositional  objects whose colour/shape combinations never occur in training
-  systematic     a changed trial structure: more objects, more and larger trials, pair queries
-The trials that mention a queried object are the answer's causes (`important`); the text encoding
-says "lights up" / "stays dark" so that the answer words never occur in a prompt.
+Every label comes from exact inference under the disjunctive rule (the machine lights iff at least
+one object on it is a blicket): every blicket assignment consistent with the trials is enumerated, a
+query is `on` if every one lights it, `off` if none does, `undetermined` otherwise
+(`catlit.data.acre_benchmark.infer`). Every example names its encoding in `meta["source"]` (what a
+router should recover); the panels that mention a queried object are the answer's causes (`important`).
+The text encoding says "lights up" / "stays dark", so the answer words never occur in a prompt.
 """
 
 from __future__ import annotations
@@ -24,6 +22,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from catlit.data import acre_benchmark as bench
 from catlit.data.example import CausalLink, Example
 
 COLOURS = ("red", "blue", "green", "yellow", "purple", "gray", "brown", "cyan")
@@ -48,6 +47,8 @@ class Structure:
 
 @dataclass
 class ACRE:
+    """The `small` preset (see the module docstring)."""
+
     name: str = "acre"
     n_train: int = 1200
     n_val: int = 150
@@ -117,16 +118,8 @@ def _episode(rng: random.Random, shape: Structure, compositional: bool) -> Episo
 
 
 def infer(trials, outcomes, query) -> str:
-    """The answer the trials determine (see the module docstring), not the hidden truth."""
-    cleared = {o for t, on in zip(trials, outcomes) if not on for o in t}
-    found = {
-        o for t, on in zip(trials, outcomes) if on for o in t if set(t) - {o} <= cleared and o not in cleared
-    }
-    if any(o in found for o in query):
-        return "on"
-    if all(o in cleared for o in query):
-        return "off"
-    return "undetermined"
+    """The answer the trials determine, by exact inference (not the hidden truth)."""
+    return bench.LABELS[bench.infer(list(zip(trials, outcomes)), query)]
 
 
 def _name(obj: tuple[int, int], encoding: str) -> str:
@@ -163,3 +156,65 @@ def render(episode: Episode, encoding: str, kind: str) -> Example:
     ]
     important = (CausalLink(effect=episode.answer, causes=tuple(causes)),) if causes else ()
     return Example(prompt, episode.answer, important, meta={"source": encoding, "split": kind})
+
+
+# ---- the benchmark preset ----------------------------------------------------------------------------
+@dataclass
+class ACREBench:
+    """The `acre` preset: the benchmark's process; a split kind is (regime, split) of the benchmark."""
+
+    name: str = "acre_benchmark"
+    n_train: int = 2000
+    n_val: int = 200
+    n_test: int = 400  # per test split
+    encodings: tuple[str, ...] = ENCODINGS
+    train_regime: str = "IID"  # the ICLM paper trains on IID; Sys trains on 3 activated panels only
+
+    def __post_init__(self) -> None:
+        self.encodings = tuple(self.encodings)
+        unknown = sorted(set(self.encodings) - set(ENCODINGS))
+        if unknown or not self.encodings:
+            raise ValueError(f"ACRE: encodings={list(self.encodings)}; choose from {ENCODINGS}")
+        if self.train_regime not in bench.REGIMES:
+            raise ValueError(f"ACRE: train_regime={self.train_regime!r}; choose from {bench.REGIMES}")
+
+    def sample(self, rng: random.Random, kind: tuple[str, str]) -> Example:
+        regime, split = kind
+        problem = bench.sample_problem(rng, regime, split)
+        query = rng.choice(problem.queries)
+        return render_problem(problem, query, rng.choice(self.encodings), bench.kinds_for(regime, split))
+
+
+def _kind_name(kind: tuple[str, str, str]) -> str:
+    shape, colour, material = kind
+    return f"{colour} {material} {shape}"
+
+
+def render_problem(problem: bench.Problem, query: bench.Query, encoding: str, kinds) -> Example:
+    """One query of a benchmark problem as an example: the 6 panels, the question, the answer (words
+    for text, the benchmark's digits 0/1/2 for symbolic)."""
+    if encoding == "text":
+        panels = [
+            f"Panel {i}: {', '.join(_kind_name(kinds[o]) for o in p.objects)}; "
+            f"the machine {'lights up' if p.light == 'on' else 'stays dark'}."
+            for i, p in enumerate(problem.context, start=1)
+        ]
+        names = [_kind_name(kinds[o]) for o in query.objects]
+        prompt = "Blicket machine. " + " ".join(panels) + f" Question: {_join(names)}? Answer: "
+        answer = bench.LABELS[query.label]
+    else:
+        panels = [
+            f"P{i} {list(p.objects)} -> {2 if p.light == 'on' else 0} ;"
+            for i, p in enumerate(problem.context, start=1)
+        ]
+        prompt = "ACRE " + " ".join(panels) + f" Q {list(query.objects)} -> ? => "
+        answer = str(query.label)
+    causes = [
+        phrase.rstrip(";").strip() if encoding == "symbolic" else phrase
+        for phrase, p in zip(panels, problem.context)
+        if set(p.objects) & set(query.objects)
+    ]
+    effect = answer if encoding == "text" else f"=> {answer}"  # a digit alone also occurs in the panels
+    important = (CausalLink(effect=effect, causes=tuple(causes)),) if causes else ()
+    meta = {"source": encoding, "query_type": query.type, "activated": problem.activated}
+    return Example(prompt, answer, important, meta=meta)

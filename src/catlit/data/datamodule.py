@@ -75,6 +75,7 @@ class TaskDataModule(L.LightningDataModule):
         eval_fields=(),
         too_long: str = "raise",
         shuffle_seed: int = 0,
+        group_by: str | None = None,
     ):
         super().__init__()
         self.source, self.name, self.max_length = source, name, max_length
@@ -82,6 +83,7 @@ class TaskDataModule(L.LightningDataModule):
         self.fields, self.eval_fields = check_fields(fields), check_fields(eval_fields)
         self._max_new_tokens, self.too_long = max_new_tokens, too_long
         self.shuffle_seed = shuffle_seed  # train.py passes the run's seed
+        self.group_by = group_by  # an example meta key: test accuracy is also reported per its value
         self.task = getattr(source, "task", "exact")
         self.tokenizer = None
         self._splits: Splits | None = None
@@ -182,3 +184,17 @@ class TaskDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> list[DataLoader]:
         return self._eval_loaders(self.test_sets)
+
+
+def group_accuracy(predictions: dict[str, list[dict]], test_sets: dict[str, EncodedSplit], key: str) -> dict:
+    """`test/<split>/by_<key>/<value>/acc`: accuracy over the test examples whose `meta[key]` is value."""
+    out = {}
+    for split, rows in predictions.items():
+        groups: dict[str, list[bool]] = {}
+        for row in rows:
+            value = test_sets[split].examples[row["index"]].meta.get(key)
+            if value is not None:
+                groups.setdefault(str(value), []).append(bool(row["correct"]))
+        for value, correct in sorted(groups.items()):
+            out[f"test/{split}/by_{key}/{value}/acc"] = sum(correct) / len(correct)
+    return out

@@ -8,8 +8,9 @@ import logging
 import random
 from pathlib import Path
 
-from catlit.data.acre import ACRE, SPLIT_KINDS
+from catlit.data.acre import ACRE, SPLIT_KINDS, ACREBench
 from catlit.data.evals import read_evals
+from catlit.data.example import Example
 from catlit.data.generated import Splits, draw, generate_splits
 from catlit.data.jsonl import read_jsonl
 from catlit.data.stg_family import STGFamily
@@ -100,26 +101,93 @@ class STGHSource:
         return generate_splits(self.generator, self.seed)
 
 
+ACRE_PRESETS = {"acre": ACREBench, "small": ACRE}
+ACRE_TESTS = {"iid": "IID", "compositional": "Comp", "systematic": "Sys"}  # test split -> benchmark regime
+
+
 class ACRESource:
-    """The ACRE-style blicket task (catlit.data.acre): train and val/iid from the training
-    distribution, test splits iid / compositional / systematic. No training or validation prompt
-    is a test prompt."""
+    """ACRE blicket detection (catlit.data.acre), preset `acre` (the benchmark's process) or `small`.
+    Test splits iid / compositional / systematic; no training or validation prompt is a test prompt."""
 
     task = "exact"
 
-    def __init__(self, seed: int = 0, params: dict | None = None, limit: int | None = None):
-        self.seed = seed
-        self.generator = _with_params(ACRE(), params, "data.params (acre)", limit)
+    def __init__(
+        self, seed: int = 0, params: dict | None = None, limit: int | None = None, preset: str = "acre"
+    ):
+        if preset not in ACRE_PRESETS:
+            raise ValueError(
+                f"data.preset={preset!r} is not an ACRE preset; choose from {sorted(ACRE_PRESETS)}"
+            )
+        self.seed, self.preset = seed, preset
+        self.generator = _with_params(ACRE_PRESETS[preset](), params, f"data.params (acre {preset})", limit)
+
+    def _kind(self, split: str, test: str | None = None):
+        if self.preset == "small":
+            return test or "iid"
+        regime = ACRE_TESTS[test] if test else self.generator.train_regime
+        return regime, split
 
     def load(self) -> Splits:
         gen, seed = self.generator, self.seed
-        test = {k: draw(gen, gen.n_test, seed, k, f"test_{k}") for k in SPLIT_KINDS}
+        test = {k: draw(gen, gen.n_test, seed, self._kind("test", k), f"test_{k}") for k in SPLIT_KINDS}
         held = frozenset(ex.input for rows in test.values() for ex in rows)
         return Splits(
-            train=draw(gen, gen.n_train, seed, "iid", "train", held),
-            val={"iid": draw(gen, gen.n_val, seed, "iid", "val_iid", held)},
+            train=draw(gen, gen.n_train, seed, self._kind("train"), "train", held),
+            val={"iid": draw(gen, gen.n_val, seed, self._kind("val"), "val_iid", held)},
             test=test,
         )
+
+
+class ACREFilesSource:
+    """The benchmark's own raw files (`<dir>/{IID,Comp,Sys}/{train,val,test}.json`, as published with
+    ACRE), each query rendered in the chosen encodings: train and val from `train_regime`, test splits
+    iid / compositional / systematic from the IID, Comp and Sys test files that exist."""
+
+    task = "exact"
+
+    def __init__(
+        self,
+        dir: str,
+        train_regime: str = "IID",
+        encodings=("text", "symbolic"),
+        limit: int | None = None,
+    ):
+        from catlit.data.acre import ENCODINGS
+
+        self.dir, self.train_regime, self.limit = Path(dir), train_regime, limit
+        self.encodings = tuple(encodings)
+        if not set(self.encodings) <= set(ENCODINGS) or not self.encodings:
+            raise ValueError(f"data.encodings={list(self.encodings)}; choose from {ENCODINGS}")
+        if not self.dir.is_dir():
+            raise FileNotFoundError(f"data.dir={str(dir)!r}: no such folder (the ACRE raw files' root)")
+
+    def _read(self, regime: str, split: str) -> list[Example]:
+        from catlit.data.acre import render_problem
+        from catlit.data.acre_benchmark import kinds_for, read_raw
+
+        path = self.dir / regime / f"{split}.json"
+        kinds = kinds_for(regime, split)
+        rows = []
+        for i, problem in enumerate(read_raw(path)):
+            for j, query in enumerate(problem.queries):
+                for encoding in self.encodings:
+                    ex = render_problem(problem, query, encoding, kinds)
+                    rows.append(Example(ex.input, ex.target, ex.important, f"{path}:{i}:{j}", ex.meta))
+        return rows[: self.limit] if self.limit else rows
+
+    def load(self) -> Splits:
+        test = {
+            name: self._read(regime, "test")
+            for name, regime in ACRE_TESTS.items()
+            if (self.dir / regime / "test.json").is_file()
+        }
+        if not test:
+            raise FileNotFoundError(f"data.dir={str(self.dir)!r}: no IID, Comp or Sys test.json below it")
+        train = self._read(self.train_regime, "train")
+        if (self.dir / self.train_regime / "val.json").is_file():
+            return Splits(train=train, val={"iid": self._read(self.train_regime, "val")}, test=test)
+        name = next(iter(test))
+        return Splits(train=train, val={name: test[name]}, test=test, val_is_test=True)
 
 
 class EvalsSource:
@@ -242,6 +310,10 @@ def jsonl_datamodule(**options):
 
 def acre_datamodule(**options):
     return _datamodule(ACRESource, options)
+
+
+def acre_files_datamodule(**options):
+    return _datamodule(ACREFilesSource, options)
 
 
 def evals_datamodule(**options):

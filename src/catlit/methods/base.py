@@ -129,16 +129,33 @@ class Baseline(Method):
 
     name = "baseline"
 
-    def __init__(self, name: str | None = None, adapter: dict | None = None):
+    def __init__(self, name: str | None = None, adapter: dict | None = None, match: dict | None = None):
         super().__init__(name)
         self.adapter = adapter_config(adapter) if adapter else None
+        self.match = dict(match) if match is not None else None  # ICLM settings whose size the rank matches
+        self.rank: int | None = None
 
     @property
     def builds_adapters(self) -> bool:
         return self.adapter is not None
 
     def build(self, model, tokenizer=None):
-        return apply_adapter(model, self.adapter, owner=self.name) if self.adapter else model
+        if not self.adapter:
+            return model
+        adapter = self.adapter
+        if self.match is not None:  # capacity-matched: the rank that trains as many parameters as ICLM
+            from dataclasses import replace
+
+            from catlit.methods.iclm import IndependentCausalLM
+            from catlit.models.lora import parameters_per_rank
+
+            target = IndependentCausalLM(**self.match).trainable_parameters(model)
+            adapter = replace(adapter, r=max(1, round(target / parameters_per_rank(model, adapter))))
+        self.rank = adapter.r
+        return apply_adapter(model, adapter, owner=self.name)
+
+    def summary(self) -> dict[str, float]:
+        return {"train/lora_rank": float(self.rank)} if self.rank is not None else {}
 
 
 REFERENCE_METHOD = Baseline.name  # what report.py measures "gap closed" against unless told otherwise

@@ -58,6 +58,20 @@ def peft_config(model, adapter: AdapterConfig) -> LoraConfig:
     )
 
 
+def parameters_per_rank(model, adapter: AdapterConfig | Mapping | None = None) -> int:
+    """Trainable parameters of one LoRA adapter of rank 1 on `model`'s target modules (in + out per
+    module): an adapter of rank r trains r times as many."""
+    from catlit.models.architectures import in_features
+
+    targets = lora_target_modules(model, adapter_config(adapter).target_modules)
+    total = 0
+    for name, module in model.named_modules():
+        if any(name == t or name.endswith(f".{t}") for t in targets) and hasattr(module, "weight"):
+            out = module.weight.shape[1 if not hasattr(module, "in_features") else 0]
+            total += in_features(module) + int(out)
+    return total
+
+
 def is_peft(model) -> bool:
     return hasattr(model, "peft_config")
 

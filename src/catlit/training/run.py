@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from catlit.data.datamodule import group_accuracy
 from catlit.files import atomic_dir, write_text
 from catlit.models import build_model
 from catlit.models.factory import half_precision_plugin, keep_trainable_in_float32
@@ -45,6 +46,10 @@ def run(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
             metrics, best = fit_and_test(cfg, trainer, module, datamodule)
             if trainer.is_global_zero:
                 _write_predictions(run_dir, module, datamodule)
+                if datamodule.group_by:  # e.g. ACRE's query types
+                    metrics.update(
+                        group_accuracy(module.predictions, datamodule.test_sets, datamodule.group_by)
+                    )
         gathered = full_state_dict(module.model)  # collective under FSDP2: every rank takes part
         if trainer.is_global_zero:
             metrics = save(run_dir, module, trainer, gathered, metrics, started)

@@ -8,10 +8,15 @@ from catlit.errors import ConfigError
 from catlit.methods.iclm.mutual_information import DIRECTIONS
 from catlit.models.lora import AdapterConfig, adapter_config
 
-AGGREGATIONS = ("norm_hidden_states", "hidden_states", "logits", "probas", "no_invariant")
+AGGREGATIONS = (
+    "norm_hidden_states", "hidden_states", "logits", "probas", "norm_logits", "shifted_probas",
+    "no_invariant",
+)  # fmt: skip
 MODES = ("dense", "sparse")
 ROUTE_ON = ("prompt", "sequence")
 HEADS = ("full", "projected")
+MI_POSITIONS = ("predicting", "answer")
+MI_REDUCE = ("groups", "topk_shared")
 
 
 @dataclass
@@ -32,6 +37,10 @@ class ICLMConfig:
     mi_direction: str = "product_joint"
     mi_reduce_to: int | None = None
     mi_eps: float = 1e-6
+    mi_positions: str = "predicting"  # predicting: where the heads run | answer: the answer tokens' own
+    mi_reduce: str = "groups"  # with mi_reduce_to: groups (absmax per group) | topk_shared (the release)
+    norm_padding: bool = False  # true: the aggregation's BatchNorm also counts padding positions (release)
+    restart_after: int | None = None  # revive a codeword no input chose for this many training steps
     eval_module: str = "aggregate"
     head: str = "full"
 
@@ -43,6 +52,8 @@ class ICLMConfig:
             ("route_on", ROUTE_ON),
             ("mi_direction", DIRECTIONS),
             ("head", HEADS),
+            ("mi_positions", MI_POSITIONS),
+            ("mi_reduce", MI_REDUCE),
         ):
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"method.{key}={getattr(self, key)!r}; choose from {allowed}")
@@ -53,6 +64,8 @@ class ICLMConfig:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
                 raise ConfigError(f"method.{key}={value!r}: must be a number >= 0")
+        if self.restart_after is not None and self.restart_after < 1:
+            raise ConfigError(f"method.restart_after={self.restart_after!r}: must be null or an integer >= 1")
         if self.mi_reduce_to is not None and self.mi_reduce_to < 1:
             raise ConfigError(f"method.mi_reduce_to={self.mi_reduce_to!r}: must be null or an integer >= 1")
         if self.eval_module not in self.modules:
@@ -68,7 +81,7 @@ class ICLMConfig:
 
     @property
     def modules(self) -> tuple[str, ...]:
-        return ("aggregate", "invariant", "routed", *self.domain_names)
+        return ("aggregate", "invariant", "routed", "domains_mean", *self.domain_names)
 
     @property
     def adapter_names(self) -> list[str]:

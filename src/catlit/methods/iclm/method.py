@@ -31,13 +31,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from catlit.data.encoding import IGNORE_INDEX
 from catlit.errors import number
 from catlit.methods.base import Capabilities, Method, MethodOutput
 from catlit.methods.iclm.config import ICLMConfig
 from catlit.methods.iclm.mutual_information import mutual_information
 from catlit.methods.iclm.positions import answer_positions, next_tokens, position_ids, routed_tokens
 from catlit.methods.iclm.router import Route, RoutingCounts, VQRouter
-from catlit.models.lora import active_adapter, add_named_adapters
+from catlit.models.lora import active_adapter, add_named_adapters, parameters_per_rank
 
 
 @dataclass
@@ -83,11 +84,28 @@ class IndependentCausalLM(Method, nn.Module):
 
     @property
     def mi(self) -> dict:
+        c = self.config
         return {
-            "direction": self.config.mi_direction,
-            "reduce_to": self.config.mi_reduce_to,
-            "eps": self.config.mi_eps,
+            "direction": c.mi_direction,
+            "reduce_to": c.mi_reduce_to,
+            "eps": c.mi_eps,
+            "reduce": c.mi_reduce,
         }
+
+    def trainable_parameters(self, model) -> int:
+        """How many parameters this ICLM would train on `model` (before `build`): its adapters, the
+        router, the aggregation norm and head."""
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        hidden = base.get_output_embeddings().in_features
+        vocab = base.get_output_embeddings().out_features
+        c = self.config
+        adapters = len(self.adapter_names) * c.adapter.r * parameters_per_rank(model, c.adapter)
+        router = hidden * c.latent + c.latent + 2 * c.latent + len(self.domains) * c.latent
+        norm = {"norm_hidden_states": 2 * 2 * hidden, "norm_logits": 2 * vocab}.get(c.aggregation, 0)
+        head = 0
+        if c.aggregation in ("norm_hidden_states", "hidden_states"):
+            head = 2 * hidden * (vocab if c.head == "full" else hidden)
+        return adapters + router + norm + head
 
     # ---- building ------------------------------------------------------------------------------
     @property
@@ -105,7 +123,9 @@ class IndependentCausalLM(Method, nn.Module):
         base = model.get_base_model()
         hidden = base.get_output_embeddings().in_features
         vocab = base.get_output_embeddings().out_features
-        self.router = VQRouter(hidden, len(self.domains), c.latent, c.beta)
+        self.router = VQRouter(hidden, len(self.domains), c.latent, c.beta, c.restart_after)
+        if c.aggregation == "norm_logits":  # the release: a BatchNorm over the vocabulary
+            self.norm = nn.BatchNorm1d(vocab)
         if c.aggregation in ("norm_hidden_states", "hidden_states"):
             self.norm = nn.BatchNorm1d(2 * hidden) if c.aggregation == "norm_hidden_states" else nn.Identity()
             if c.head == "full":
@@ -146,7 +166,7 @@ class IndependentCausalLM(Method, nn.Module):
         prompt = batch["prompt_positions"] if self.config.route_on == "prompt" or not training else None
         return routed_tokens(batch["attention_mask"], self.config.mask_padding, prompt)
 
-    def _domains(self, model, ids, mask, sel, route: Route, only: int | None = None):
+    def _domains(self, model, ids, mask, sel, route: Route, only: int | None = None, dense: bool = False):
         """Per-domain states (dense: every input; sparse: the routed ones) as
         {k: (rows, index into the N selected positions, hidden [R, T, D], logits [N_k, V])}, and the
         weighted sums h_dom [B, T, D], logits_dom [N, V]."""
@@ -157,7 +177,7 @@ class IndependentCausalLM(Method, nn.Module):
             if only is not None and k != only:
                 continue
             rows = torch.arange(ids.shape[0], device=ids.device)
-            if self.config.mode == "sparse" and only is None:
+            if self.config.mode == "sparse" and only is None and not dense:
                 rows = (route.choice == k).nonzero()[:, 0]
                 if rows.numel() == 0:
                     continue
@@ -175,6 +195,18 @@ class IndependentCausalLM(Method, nn.Module):
             )
         return states, h_dom, logits_dom
 
+    def _counted(self, mask: torch.Tensor) -> torch.Tensor:
+        """The positions a BatchNorm's batch statistics cover: the real tokens, or every position
+        (padding too) with norm_padding=true, as released."""
+        return torch.ones_like(mask, dtype=torch.bool) if self.config.norm_padding else mask.bool()
+
+    def _normed(self, values: torch.Tensor, mask, sel) -> torch.Tensor:
+        """BatchNorm of `values` [B, T, C] read at `sel`, with training statistics over `_counted`."""
+        if isinstance(self.norm, nn.BatchNorm1d) and self.norm.training:
+            counted = self._counted(mask)
+            return self.norm(values[counted])[sel[counted]]
+        return self.norm(values[sel])
+
     def _aggregate(self, model, h_inv, h_dom, logits_inv, logits_dom, mask, sel) -> torch.Tensor:
         aggregation = self.config.aggregation
         if aggregation == "no_invariant":
@@ -183,13 +215,19 @@ class IndependentCausalLM(Method, nn.Module):
             return logits_inv + logits_dom
         if aggregation == "probas":
             return torch.log((logits_inv.float().softmax(-1) + logits_dom.float().softmax(-1)) / 2)
+        if aggregation == "shifted_probas":  # the release: weights 1/2, probabilities shifted by (1 - w)/2
+            pair = (logits_inv.float(), logits_dom.float())
+            return sum(
+                (0.25 + 0.5 * lg.softmax(-1)).clamp(1e-6, 1 - 1e-6).log() + lg.logsumexp(-1, True)
+                for lg in pair
+            )
+        if aggregation == "norm_logits":  # the release: both modules' logits normalised over the vocabulary
+            head = model.get_base_model().get_output_embeddings()
+            full = torch.cat([head(h_inv), head(h_dom.to(h_inv.dtype))]).float()  # [2B, T, V], every position
+            inv, dom = self._normed(full, torch.cat([mask, mask]), torch.cat([sel, sel])).chunk(2)
+            return 0.5 * inv + 0.5 * dom
         joint = torch.cat([h_inv, h_dom], dim=-1).float()
-        if isinstance(self.norm, nn.BatchNorm1d) and self.norm.training:
-            # batch statistics over every real token, as the released norm; the head only where needed
-            mask = mask.bool()
-            normed = self.norm(joint[mask])[sel[mask]]
-        else:
-            normed = self.norm(joint[sel])
+        normed = self._normed(joint, mask, sel)
         if self.config.head == "projected":
             output = model.get_base_model().get_output_embeddings()
             return output(self.head(normed).to(output.weight.dtype))
@@ -202,6 +240,16 @@ class IndependentCausalLM(Method, nn.Module):
             return self._run(model, "invariant", ids, mask, sel)[1], {}
         if module.startswith("domain_"):
             return self._domains(model, ids, mask, sel, route, only=self.domains.index(module))[2], {}
+        if module == "domains_mean":  # every domain module on every input, their logits averaged
+            uniform = torch.full_like(route.weights, 1 / len(self.domains))
+            return self._domains(
+                model,
+                ids,
+                mask,
+                sel,
+                Route(route.choice, uniform, route.distances, route.vq_loss),
+                dense=True,
+            )[2], {}
         states, h_dom, logits_dom = self._domains(model, ids, mask, sel, route)
         if module == "routed" or self.config.aggregation == "no_invariant":
             return logits_dom, {"states": states, "logits_dom": logits_dom, "sel": sel}
@@ -242,19 +290,24 @@ class IndependentCausalLM(Method, nn.Module):
             terms["inv"] = self.lambdas["inv"] * ce_inv
             logs["ce_inv"] = ce_inv.detach()
             mi_total = route.vq_loss.new_zeros(())
-            sel = pending["sel"]
-            for k, (rows, _, h, _) in pending["states"].items():  # on the answer positions
-                mi = mutual_information(pending["h_inv"][rows][sel[rows]], h[sel[rows]], **self.mi)
+            # the positions that predict the answer, or the answer tokens' own (mi_positions=answer)
+            at = (
+                pending["sel"]
+                if self.config.mi_positions == "predicting"
+                else batch["labels"] != IGNORE_INDEX
+            )
+            for k, (rows, _, h, _) in pending["states"].items():
+                mi = mutual_information(pending["h_inv"][rows][at[rows]], h[at[rows]], **self.mi)
                 mi_total = mi_total + mi
                 logs[f"mi_{k}"] = mi.detach()
             terms["mi"] = self.lambdas["mi"] * mi_total
-        if (
-            self.config.mode == "sparse"
-        ):  # a module no input chose still takes part (DDP waits for every gradient)
+        if self.config.mode == "sparse":  # a module no input chose still takes part (DDP waits for all)
             unused = [n for k, n in enumerate(self.domains) if k not in pending["states"]]
             if unused:
                 terms["unused"] = sum(p.sum() * 0.0 for p in self._adapter_params(unused))
         logs["codebook_used"] = float(route.weights.sum(0).gt(0).float().mean())
+        if self.config.restart_after:
+            logs["codes_restarted"] = float(self.router.restarted)
         return terms, logs
 
     def _adapter_params(self, names: list[str]):

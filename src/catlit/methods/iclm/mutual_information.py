@@ -29,6 +29,16 @@ def abs_max_reduce(h: torch.Tensor, size: int) -> torch.Tensor:
     return groups.gather(-1, pick).squeeze(-1)
 
 
+def topk_shared_reduce(x: torch.Tensor, y: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The release's reduction: per row, the size // 2 largest-magnitude features of x and the rest of
+    y's, and both vectors gathered at those same indices ([N, D] -> [N, size] each)."""
+    if size > x.shape[-1]:
+        raise ValueError(f"mutual information: reduce_to={size} exceeds the hidden size {x.shape[-1]}")
+    half = size // 2
+    index = torch.cat([x.abs().topk(half, dim=-1).indices, y.abs().topk(size - half, dim=-1).indices], dim=-1)
+    return x.gather(-1, index), y.gather(-1, index)
+
+
 def feature_distributions(h: torch.Tensor, reduce_to: int | None = None) -> torch.Tensor:
     h = h.float()
     if reduce_to:
@@ -42,8 +52,11 @@ def mutual_information(
     direction: str = "product_joint",
     eps: float = 1e-6,
     reduce_to: int | None = None,
+    reduce: str = "groups",
 ) -> torch.Tensor:
-    """MI-style divergence between hidden states x, y of shape [N, D] (rows paired by position)."""
+    """MI-style divergence between hidden states x, y of shape [N, D] (rows paired by position).
+    `reduce_to` with `reduce="groups"` keeps each vector's largest-magnitude feature of each of
+    `reduce_to` groups; `reduce="topk_shared"` gathers both at the same top-k indices (the release)."""
     if direction not in DIRECTIONS:
         raise ValueError(f"mutual information direction={direction!r}; choose from {DIRECTIONS}")
     if x.shape != y.shape or x.dim() != 2:
@@ -53,6 +66,9 @@ def mutual_information(
         )
     if x.shape[0] == 0:
         return x.new_zeros((), dtype=torch.float32)
+    if reduce_to and reduce == "topk_shared":
+        x, y = topk_shared_reduce(x.float(), y.float(), reduce_to)
+        reduce_to = None
     px_rows, py_rows = feature_distributions(x, reduce_to), feature_distributions(y, reduce_to)
     joint = (px_rows.T @ py_rows) / px_rows.shape[0]  # mean of outer products, as one matmul
     product = px_rows.mean(0)[:, None] * py_rows.mean(0)[None, :]

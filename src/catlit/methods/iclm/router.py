@@ -32,15 +32,23 @@ class Route:
 
 
 class VQRouter(nn.Module):
-    def __init__(self, hidden_size: int, codes: int = 2, latent: int = 64, beta: float = 0.25):
+    """`restart_after=n`: a codeword that no input has chosen for n training steps is moved onto the
+    mean latent of the input farthest from its own codeword in the current batch (a dead-code
+    restart), so every codeword stays in use; `restarted` counts the restarts."""
+
+    def __init__(
+        self, hidden_size: int, codes: int = 2, latent: int = 64, beta: float = 0.25, restart_after=None
+    ):
         super().__init__()
         if codes < 1:
             raise ValueError(f"router: codes must be >= 1, got {codes}")
-        self.beta = beta
+        self.beta, self.restart_after = beta, restart_after
         self.projector = nn.Linear(hidden_size, latent)
         self.norm = nn.BatchNorm1d(latent)
         self.codebook = nn.Embedding(codes, latent)
         nn.init.uniform_(self.codebook.weight, -1.0 / codes, 1.0 / codes)
+        self.register_buffer("idle", torch.zeros(codes, dtype=torch.long))  # steps since last chosen
+        self.register_buffer("restarted", torch.zeros((), dtype=torch.long))
 
     @property
     def codes(self) -> int:
@@ -63,10 +71,31 @@ class VQRouter(nn.Module):
             0, rows, token_distances
         )
         choice = distances.argmin(-1)
+        if self.training and self.restart_after:
+            self._restart_dead(z, rows, distances.detach(), choice)
         chosen = F.one_hot(choice[rows], self.codes).to(codebook.dtype) @ codebook  # its input's codeword
         vq = self.beta * F.mse_loss(z, chosen.detach()) + F.mse_loss(z.detach(), chosen)
         weights = F.one_hot(choice, self.codes).to(hidden.dtype)
         return Route(choice=choice, weights=weights, distances=distances.detach(), vq_loss=vq)
+
+    @torch.no_grad()
+    def _restart_dead(self, z: torch.Tensor, rows: torch.Tensor, distances: torch.Tensor, choice) -> None:
+        used = torch.zeros(self.codes, dtype=torch.bool, device=choice.device)
+        used[choice] = True
+        self.idle.copy_(torch.where(used, 0, self.idle + 1))
+        dead = (self.idle >= self.restart_after).nonzero()[:, 0].tolist()
+        if not dead:
+            return
+        counts = torch.zeros(distances.shape[0], device=z.device).index_add(
+            0, rows, torch.ones_like(rows, dtype=z.dtype)
+        )
+        means = torch.zeros(distances.shape[0], z.shape[1], device=z.device).index_add(0, rows, z.detach())
+        means = means / counts.clamp_min(1)[:, None]
+        own = distances.gather(1, choice[:, None])[:, 0] / counts.clamp_min(1)
+        for k, row in zip(dead, own.argsort(descending=True).tolist()):  # the worst-served inputs
+            self.codebook.weight[k] = means[row]
+            self.idle[k] = 0
+            self.restarted += 1
 
 
 class RoutingCounts(Metric):
