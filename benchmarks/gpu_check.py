@@ -9,7 +9,8 @@ fine-tuning (AdamW on every weight, float32 master weights through bf16 autocast
   - training tokens/s and peak memory of plain fine-tuning (SDPA) and CAT (the efficient capture,
     L_attn over every layer and head), batch 8 at T = 256 and 1024, and their ratio;
   - the largest batch that fits for each at T = 256 and 1024 (doubling, then bisecting, until an
-    out-of-memory error).
+    out-of-memory error);
+  - tracing: one PGB-CT step, one AtP pass and one chunked PGB-CT step (heads, T = 128, batch 8).
 Each figure comes from the same process and GPU; ratios are within one run.
 """
 
@@ -179,6 +180,12 @@ def main() -> None:
         print("\n| tuning | T | largest batch, plain | largest batch, CAT |\n|---|---|---|---|")
         for tuning, t, plain, cat in search:
             print(f"| {tuning} | {t} | {plain} | {cat} |")
+    from benchmarks.tracing_suite import LLAMA_1B as TRACE_1B
+    from benchmarks.tracing_suite import TINY as TRACE_TINY
+    from benchmarks.tracing_suite import scale
+
+    print("\nTracing at this shape (benchmarks/tracing_suite.py --scale):")
+    scale(device, TRACE_TINY if args.tiny else TRACE_1B, b=8, t=32 if args.tiny else 128)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 `python benchmarks/tracing_search.py` builds a random Llama (12 layers, 12 heads: 144 heads), plants a
 circuit (a few heads' output slices scaled up; every other head keeps its random, weaker path),
 traces counterfactual pairs that change one early token, and prints, at set sizes 5 / 10 / 20 / 40,
-the hard-mask effect and wall time of PGB-CT (one search; its top-k of z for every k) and of greedy
-forward selection (its time to reach each size), both scored by the same evaluator. `--memory` adds
+the hard-mask effect of each method's first k heads, scored by the same evaluator: PGB-CT under
+several settings (one search each; its top-k of z for every k), AtP, AtP-IG and greedy forward
+selection, then each method's time (greedy's to reach each size). `--memory` adds
 the peak memory of one PGB-CT step in head-output vs attention-pattern mode (each in a fresh process;
 the rise of peak RSS over the RSS after the model is built), showing that head-output mode never
 materialises attention maps.
@@ -73,13 +74,21 @@ def pairs(n: int, length: int, seed: int = 0) -> list[EncodedPair]:
     return out
 
 
-SEARCHES = {  # name: (loss, lambda1 = lambda2)
-    "PGB-CT inverse": ("inverse", 0.01),  # the paper's loss, mean 1/(1+e)
-    "PGB-CT negative": ("negative", 0.002),  # -mean e: the quantity every method is scored on
+SEARCHES = {  # PGB-CT settings: conf/search/default.yaml, ranking.yaml, paper.yaml and two others
+    "default (inverse, constant λ=0.05)": dict(
+        loss="inverse", schedule="constant", lambda1=0.05, lambda2=0.05
+    ),
+    "inverse, linear λ=0.05": dict(loss="inverse", schedule="linear", lambda1=0.05, lambda2=0.05),
+    "negative, constant λ=0.002": dict(loss="negative", schedule="constant", lambda1=0.002, lambda2=0.002),
+    "ranking (relative, constant λ=5e-4)": dict(
+        loss="relative", schedule="constant", lambda1=5e-4, lambda2=5e-4
+    ),
+    "paper (inverse, linear λ=1e-4)": dict(loss="inverse", schedule="linear", lambda1=1e-4, lambda2=1e-4),
 }
 
 
 def compare(layers: int, heads: int, width: int, sizes: list[int], n_pairs: int, length: int, epochs: int):
+    """Effect of every method's first k heads at each size; (rows, notes, all-heads effect, times)."""
     model, planted = build(layers, heads, width)
     space = ComponentSpace(Layout(model), "heads")
     tracer = Tracer(model, space, pairs(n_pairs, length), pad_id=0, batch_size=8)
@@ -87,24 +96,27 @@ def compare(layers: int, heads: int, width: int, sizes: list[int], n_pairs: int,
     indices = list(range(n_pairs))
     prepared = tracer.prepare(indices)
     planted_idx = {layer * heads + head for layer, head in planted}
-    results, notes = {}, []
-    for name, (loss, lam) in SEARCHES.items():
-        result = pgbct(tracer, indices, epochs=epochs, loss=loss, lambda1=lam, lambda2=lam)
+    orders, times, notes = {}, {}, []
+    for name, settings in SEARCHES.items():
+        result = pgbct(tracer, indices, epochs=epochs, **settings)
         found = set(result.threshold(0.5))
         hit = len(found & planted_idx)
         notes.append(f"{name}: threshold set {len(found)} heads, {hit} of {len(planted_idx)} planted")
-        results[name] = result
+        orders[f"PGB-CT {name}"], times[f"PGB-CT {name}"] = result.ranking(), result.wall_s
+    ctx = bl.Context(tracer, prepared, lambda s: (0.0, 0.0), options={"steps": 5})
+    for name in ("atp", "atp_ig"):
+        ranking = bl.BASELINES[name](ctx)
+        orders[name], times[name] = ranking.order, ranking.wall_s
     order, _, greedy_times = bl.greedy_order(tracer, prepared, max(sizes))
+    orders["greedy"] = order
     rows = []
     for k in sizes:
-        row = {
-            "size": k,
-            "greedy": (tracer.evaluate(space.from_indices(order[:k]), prepared), greedy_times[k - 1]),
-        }
-        for name, result in results.items():
-            row[name] = (tracer.evaluate(space.from_indices(result.top(k)), prepared), result.wall_s)
+        row = {"size": k}
+        for name, ranked in orders.items():
+            row[name] = tracer.evaluate(space.from_indices(ranked[:k]), prepared)
+        row["greedy time"] = greedy_times[k - 1]
         rows.append(row)
-    return rows, notes, tracer.evaluate(space.full(1.0), prepared)
+    return rows, notes, tracer.evaluate(space.full(1.0), prepared), times
 
 
 def memory_worker(mode: str, t: int, batch: int) -> dict:
@@ -149,17 +161,18 @@ def main() -> None:
         f"# torch {torch.__version__}, {torch.get_num_threads()} threads; model {shape[0]}L x {shape[1]}H, "
         f"width {shape[2]}; {n_pairs} pairs of 12 tokens; PGB-CT {epochs} epochs, batch 8"
     )
-    rows, notes, everything = compare(*shape, sizes, n_pairs, 12, epochs)
+    rows, notes, everything, times = compare(*shape, sizes, n_pairs, 12, epochs)
     print("\n".join(notes) + f"\nall {shape[0] * shape[1]} heads at once: effect {everything:.4f}\n")
-    names = list(SEARCHES)
-    head = " | ".join(f"{n} effect | time" for n in names)
-    print(f"| size | greedy effect | greedy time | {head} | speed-up vs greedy |")
-    print("|---" * (4 + 2 * len(names)) + "|")
+    names = [n for n in rows[0] if n not in ("size", "greedy time")]
+    print("| size | " + " | ".join(names) + " |")
+    print("|---" * (1 + len(names)) + "|")
     for row in rows:
-        g_effect, g_time = row["greedy"]
-        cells = " | ".join(f"{row[n][0]:.4f} | {row[n][1]:.2f} s" for n in names)
-        speed = " / ".join(f"{g_time / row[n][1]:.0f}x" for n in names)
-        print(f"| {row['size']} | {g_effect:.4f} | {g_time:.2f} s | {cells} | {speed} |")
+        print(f"| {row['size']} | " + " | ".join(f"{row[n]:.3f}" for n in names) + " |")
+    print("\n| method | time to rank every head |\n|---|---|")
+    for name, wall in times.items():
+        print(f"| {name} | {wall:.2f} s |")
+    for row in rows:
+        print(f"| greedy to size {row['size']} | {row['greedy time']:.2f} s |")
     if args.memory:
         print("\n| head mode | T | batch | peak memory (one PGB-CT step) | step |\n|---|---|---|---|---|")
         for mode in ("head_output", "attention_pattern"):

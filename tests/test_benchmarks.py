@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import pytest
 from benchmarks.attention_capture import METHODS, bench_loss, step_worker
@@ -24,17 +25,35 @@ def test_step_worker_runs_every_method(method):
 
 
 def test_tracing_benchmark_scores_every_search_at_every_size():
-    rows, notes, everything = compare(2, 4, 16, [1, 3], n_pairs=4, length=6, epochs=2)
+    rows, notes, everything, times = compare(2, 4, 16, [1, 3], n_pairs=4, length=6, epochs=2)
     assert [r["size"] for r in rows] == [1, 3] and len(notes) == len(SEARCHES)
     assert math.isfinite(everything)
+    methods = {*(f"PGB-CT {n}" for n in SEARCHES), "atp", "atp_ig", "greedy"}
     for row in rows:
-        assert set(row) == {"size", "greedy", *SEARCHES}
-        for name in ("greedy", *SEARCHES):
-            effect, seconds = row[name]
-            assert math.isfinite(effect) and seconds > 0
+        assert set(row) == {"size", "greedy time", *methods}
+        assert all(math.isfinite(row[m]) for m in methods) and row["greedy time"] > 0
+    assert set(times) == methods - {"greedy"} and all(t > 0 for t in times.values())
     # greedy's first pick is the best single component: no other single component does better
-    for name in SEARCHES:
-        assert rows[0]["greedy"][0] >= rows[0][name][0] - 1e-6
+    for name in methods:
+        assert rows[0]["greedy"] >= rows[0][name] - 1e-6
+
+
+def test_tracing_suite_prints_every_method_and_case(capsys):
+    from benchmarks import tracing_suite
+
+    argv, sys.argv = (
+        sys.argv,
+        ["tracing_suite.py", "--quick", "--cases", "and,null", "--no-study", "--no-decoy"],
+    )
+    try:
+        tracing_suite.main()
+    finally:
+        sys.argv = argv
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    methods = {line.split("|")[1].strip() for line in rows[1:]}
+    assert methods == set(tracing_suite.METHODS)
+    pgbct = next(line for line in rows if line.startswith("| pgbct |"))
+    assert pgbct.split("|")[2].strip() == "1.00 / 1.00" and "excess -" in pgbct.split("|")[3]
 
 
 @pytest.mark.parametrize("config", ICLM_CONFIGS)
@@ -53,8 +72,11 @@ def test_gpu_check_runs_its_code_paths_on_a_tiny_model_on_cpu(capsys):
         gpu_check.main()
     finally:
         sys.argv = argv
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| lora", "| full"))]
+    printed = capsys.readouterr().out.splitlines()
+    rows = [line for line in printed if line.startswith(("| lora", "| full"))]
     assert len(rows) == 2
     for row in rows:  # plain and CAT tokens/s are positive; CAT pays for its capture
         plain, cat = (float(x) for x in row.split("|")[4:6])
         assert plain > 0 and cat > 0
+    traced = [line for line in printed if line.startswith(("| PGB-CT", "| AtP"))]
+    assert len(traced) == 3 and all(line.split("|")[2].strip().endswith(" s") for line in traced)

@@ -68,8 +68,7 @@ def test_iclm_toy_run_learns_routes_by_source_and_keeps_every_codeword(tmp_path)
     again, _ = train(
         tmp_path / "again",
         "method=iclm",
-        "train=false",
-        "optimized_metric=null",
+        "train=false",  # the val metric a sweep optimises is not produced: no error for a test-only run
         f"ckpt_path={run_dir}/checkpoints/best-epoch{_best(run_dir)}.ckpt",
     )
     for split in ("iid", "compositional", "systematic"):
@@ -118,3 +117,18 @@ def test_a_method_that_builds_adapters_refuses_model_lora(tmp_path, method):
     cfg = compose_cfg(tmp_path, [*FAST, *ACRE, f"method={method}", "model.lora.enabled=true"])
     with pytest.raises(ValueError, match="model.lora.enabled=false"):
         run(cfg)
+
+
+def test_every_iclm_option_can_be_set_from_the_command_line(tmp_path):
+    """Each field of ICLMConfig is a key of conf/method/iclm.yaml, so `method.<key>=...` overrides it."""
+    from dataclasses import fields
+
+    from catlit.methods.iclm.config import ICLMConfig
+
+    overrides = ["method=iclm", "method.restart_after=20", "method.mi_reduce=topk_shared"]
+    overrides += ["method.mi_positions=answer", "method.norm_padding=true"]
+    cfg = compose_cfg(tmp_path, overrides)
+    assert cfg.method.restart_after == 20 and cfg.method.mi_reduce == "topk_shared"
+    assert cfg.method.mi_positions == "answer" and cfg.method.norm_padding is True
+    missing = {f.name for f in fields(ICLMConfig)} - set(cfg.method)
+    assert not missing, f"conf/method/iclm.yaml lacks {sorted(missing)}"

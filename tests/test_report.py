@@ -116,3 +116,16 @@ def test_report_tables_accuracy_per_query_type_and_any_other_figure(tmp_path, ca
     # two seeds: mean ± t(1) * std / sqrt(2) = 80.0 ± 12.706 * 14.14 / 1.414
     assert "| acre | iclm mode=dense | 80.0 ± 127.1 | 30.0 ± 127.1 |" in out
     assert "| acre | iclm mode=dense | 75.0 ± 317.6 |" in out
+
+
+def test_lora_and_full_fine_tuning_are_named_and_compared_with_their_own_baseline(tmp_path, capsys):
+    for lora, (base_ood, cat_ood) in (("true", (0.6, 0.8)), ("false", (0.5, 0.6))):
+        for seed in (0, 1):
+            common = [f"seed={seed}", f"model.lora.enabled={lora}"]
+            fake_run(tmp_path, f"b{lora}{seed}", ["method=baseline", *common], 1.0, base_ood)
+            fake_run(tmp_path, f"c{lora}{seed}", ["method=cat", *common], 1.0, cat_ood)
+    assert main([str(tmp_path / "sweep")]) == 0
+    out = capsys.readouterr().out
+    assert "| baseline LoRA | 2 |" in out and "| baseline full FT | 2 |" in out
+    assert "| cat α=2.0 γ=1.0 LoRA | 2 | 100.0 ± 0.0 | 80.0 ± 0.0 | 50% ± 0 |" in out  # vs the LoRA baseline
+    assert "| cat α=2.0 γ=1.0 full FT | 2 | 100.0 ± 0.0 | 60.0 ± 0.0 | 20% ± 0 |" in out

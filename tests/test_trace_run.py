@@ -61,8 +61,15 @@ def test_trace_writes_selection_metrics_and_plots(trace_dir):
     assert metrics["pairs/train"] == 24 and metrics["pairs/heldout"] == 6
     # greedy's first pick is the best single component: the same set as top-1
     assert metrics["greedy/k1/effect_train"] == pytest.approx(metrics["topk/k1/effect_train"])
-    for method in ("pgbct", "topk", "greedy", "random"):
+    for method in ("pgbct", "topk", "greedy", "greedy_backward", "atp", "atp_ig", "hardconcrete", "random"):
         assert f"{method}/k3/effect_heldout" in metrics
+        # faithfulness curves on the held-out pairs at log-spaced sizes 1..8, and their areas
+        assert metrics[f"{method}/curve/k8/sufficiency"] == pytest.approx(1.0)  # every head: the full patch
+        assert metrics[f"{method}/curve/k8/necessity"] == pytest.approx(0.0, abs=1e-6)
+        assert metrics[f"{method}/cmd"] >= 0.0 and metrics[f"{method}/forwards"] >= 0
+    assert metrics["atp/forwards"] == 2 and metrics["atp/backwards"] == 1
+    assert metrics["measures/full_effect"] == pytest.approx(metrics["all/k8/effect_heldout"])
+    assert (trace_dir / "plots" / "faithfulness.png").stat().st_size > 1000
 
 
 def test_tracing_guided_cat_restricts_the_loss_to_the_traced_heads(trace_dir, tmp_path):
@@ -162,3 +169,41 @@ def test_trace_config_composes_for_every_pairs_option(tmp_path):
         with open_dict(cfg):
             assert cfg.pairs.loader._target_.startswith("catlit.tracing.datasets.")
         assert cfg.pairs.effect in ("odds", "prob_drop", "logit_diff")
+
+
+# the PGB-CT release's setting per dataset (its train_*.py scripts)
+RELEASED = {
+    "winobias": {"mode": "attention_pattern", "components": ["heads"], "positions": "all", "epochs": 15},
+    "winogender": {"mode": "attention_pattern", "components": ["heads"], "positions": "all", "epochs": 15},
+    "professions": {"mode": "head_output", "components": ["mlp"], "positions": "all", "epochs": 30},
+    "counterfact": {"mode": "head_output", "components": ["mlp"], "positions": "context", "epochs": 15},
+}
+
+
+@pytest.mark.parametrize("option", sorted(RELEASED))
+def test_pairs_presets_set_the_released_intervention_and_search_paper_its_optimisation(tmp_path, option):
+    cfg = compose_cfg(tmp_path, [f"pairs={option}", "search=paper"], config_name="trace")
+    got = {"mode": cfg.mode, "components": list(cfg.components), "positions": cfg.positions}
+    assert {**got, "epochs": cfg.search.epochs} == RELEASED[option]
+    assert (cfg.search.lambda1, cfg.search.lambda2, cfg.search.schedule) == (1e-4, 1e-4, "linear")
+    assert cfg.search.loss == "inverse" and cfg.search.lr.heads == 0.1 and cfg.search.lr.mlp == 0.5
+    if option == "counterfact":
+        assert cfg.pairs.loader.noise == "prompt"
+    ranking = compose_cfg(tmp_path, [f"pairs={option}", "search=ranking"], "trace").search
+    assert (ranking.loss, ranking.schedule, ranking.lambda1) == ("relative", "constant", 5e-4)
+    overridden = compose_cfg(tmp_path, [f"pairs={option}", "mode=head_output", "search.epochs=3"], "trace")
+    assert overridden.mode == "head_output" and overridden.search.epochs == 3  # the command line wins
+
+
+def test_trace_scores_rankings_against_a_known_circuit(trained_model, tmp_path):
+    fast = [*TRACE_FAST, "baselines.methods=[topk,atp,random]", "search.epochs=2", "measures.points=3"]
+    cfg = compose_cfg(tmp_path, [f"model.path={trained_model}", *fast, "truth=[L0H1,L1H2]"], "trace")
+    metrics = trace_run(cfg)
+    for method in ("pgbct", "topk", "atp", "random"):
+        assert 0.0 <= metrics[f"{method}/auroc"] <= 1.0
+    assert sorted(k for k in metrics if k.startswith("topk/curve/")) == [
+        f"topk/curve/k{k}/{m}" for k in (1, 3, 8) for m in ("necessity", "sufficiency")
+    ]
+    bad = compose_cfg(tmp_path / "bad", [f"model.path={trained_model}", *fast, "truth=[L9H9]"], "trace")
+    with pytest.raises(ValueError, match=r"truth: unknown component\(s\) \['L9H9'\]; names look like L0H0"):
+        trace_run(bad)

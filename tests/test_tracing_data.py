@@ -79,9 +79,11 @@ def test_counterfact_and_jsonl_readers_name_file_and_field(tmp_path):
     file.write_text(json.dumps([record, {"requested_rewrite": {"prompt": "x"}}]))
     with pytest.raises(DataError, match=r"counterfact.json:record 1: missing field 'subject'"):
         datasets.counterfact(file)
-    (pair,) = datasets.counterfact(file, limit=1)
+    (pair,) = datasets.counterfact(file, limit=1, noise="subject")
     assert pair.base == "LeBron James plays the sport of" and pair.candidates == (" basketball",)
     assert pair.base[slice(*pair.noise_span)] == "LeBron James"
+    (pair,) = datasets.counterfact(file, limit=1)  # as released: every prompt token
+    assert pair.base[slice(*pair.noise_span)] == pair.base
     jsonl = tmp_path / "pairs.jsonl"
     jsonl.write_text('{"base": "a b", "candidates": ["c"]}\n{"base": "a b", "candidates": "c"}\n')
     with pytest.raises(DataError, match=r"pairs.jsonl:2: field 'candidates'"):
@@ -106,6 +108,49 @@ def test_noise_source_is_one_fixed_draw_per_pair_whatever_the_batch():
     for key, value in alone.items():
         torch.testing.assert_close(together[key][1, : value.shape[1]], value[0], atol=1e-5, rtol=1e-5)
     assert tracer.evaluate(space.full(1.0), tracer.prepare([0, 2, 3])) != 0.0
+
+
+def test_noise_source_shares_one_draw_between_the_candidates_of_a_pair():
+    model = tiny_model("llama")
+    space = ComponentSpace(Layout(model), "heads")
+    pair = random_pairs(n=1)[0]
+    prompt = pair.seqs[0][:-1]
+    # two multi-token candidates: one sequence each, the same prompt
+    pair.seqs, pair.source_seqs = [[*prompt, 11, 12], [*prompt, 13, 14, 15]], None
+    pair.prompt_lens = [len(prompt)] * 2
+    n = len(prompt)
+    pair.scores = [(0, n - 1, 11, 0), (0, n, 12, 0), (1, n - 1, 13, 1), (1, n, 14, 1), (1, n + 1, 15, 1)]
+    pair.noised = [[1, 2], [1, 2]]
+    tracer = Tracer(model, space, [pair], pad_id=0, source="noise", seed=3)
+    batch = tracer.batch([0])
+    seen = []
+    embeddings = model.get_input_embeddings()
+    with tracer._noised_embeddings(batch):
+        handle = embeddings.register_forward_hook(lambda m, a, out: seen.append(out.detach()))
+        with handle:
+            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    noise = seen[0] - embeddings(batch.input_ids)
+    torch.testing.assert_close(noise[0, :n], noise[1, :n])  # both candidates read one corrupted prompt
+    assert noise[0, 1:3].abs().sum() > 0 and noise[:, 0].abs().sum() == 0 and noise[:, 3:].abs().sum() == 0
+
+
+def test_winogender_occupation_at_exactly_half_women_is_male(pgbct_data, tmp_path):
+    folder = tmp_path / "winogender"
+    folder.mkdir()
+    stats = (pgbct_data / "winogender" / "winogender_occupation_stats.tsv").read_text().splitlines()
+    stats = [stats[0], *("\t".join([r.split("\t")[0], "50.0", *r.split("\t")[2:]]) for r in stats[1:])]
+    (folder / "winogender_occupation_stats.tsv").write_text("\n".join(stats) + "\n")
+    table = pgbct_data / "winogender" / "winogender_templates_structurefilter.tsv"
+    (folder / table.name).write_text(table.read_text())
+    technician = datasets.winogender(folder)[0]  # at 50% the occupation's continuation is the male one
+    assert technician.candidates == (" had completed the repair.", " could pay with cash.")
+    assert technician.meta["pct_female"] == 50.0
+    stats = [stats[0], *(r.replace("\t50.0\t", "\t50.01\t", 1) for r in stats[1:])]
+    (folder / "winogender_occupation_stats.tsv").write_text("\n".join(stats) + "\n")
+    assert datasets.winogender(folder)[0].candidates == (
+        " could pay with cash.",
+        " had completed the repair.",
+    )
 
 
 def test_positions_select_the_intended_tokens():

@@ -8,7 +8,8 @@ import torch
 from catlit.hooks.points import PATTERN_TAPS, attached, pattern_attention, recorder
 from catlit.models.architectures import Layout
 from catlit.models.lora import apply_lora
-from catlit.tracing.components import ComponentSpace
+from catlit.tracing import engine
+from catlit.tracing.components import ComponentSpace, mix_pattern
 from catlit.tracing.engine import Tracer
 from catlit.tracing.search import SearchResult, penalty_weight
 from tests.helpers.tracing import ARCHS, EVERY_ARCH, hand_pair, random_pairs, tiny_model
@@ -118,6 +119,67 @@ def test_attention_pattern_mode_without_attention_mask_is_causal(arch):
     assert seen and model.config._attn_implementation == "sdpa"
     torch.testing.assert_close(a[:, :-1], b[:, :-1])  # changing the last token changes no earlier row
     torch.testing.assert_close(a, model(input_ids=ids).logits, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ("gpt2", "llama"))
+def test_attention_patterns_are_mixed_on_the_prompt_block_only(arch, monkeypatch):
+    """Candidate-token rows and columns keep the base run's probabilities, whatever `positions`."""
+    model = tiny_model(arch)
+    pair = random_pairs(n=1, length=6)[0]
+    prompt, source = pair.seqs[0][:-1], pair.source_seqs[0][:-1]
+    pair.seqs, pair.source_seqs = (
+        [[*prompt, 11, 12], [*prompt, 13, 14]],
+        [[*source, 11, 12], [*source, 13, 14]],
+    )
+    n = len(prompt)
+    pair.prompt_lens, pair.noised = [n, n], [[], []]
+    pair.scores = [(0, n - 1, 11, 0), (0, n, 12, 0), (1, n - 1, 13, 1), (1, n, 14, 1)]
+    tracers = {
+        p: tracer_for(model, mode="attention_pattern", pairs=[pair], positions=p) for p in ("all", "context")
+    }
+    batch, cache = tracers["all"].prepare([0])[0]
+    mask = tracers["all"].space.full(1.0)
+    seen = []
+
+    def spy(*args, **kwargs):  # the mixed layer-0 probabilities, as the model receives them
+        out = mix_pattern(*args, **kwargs)
+        seen.append(out.detach())
+        return out
+
+    monkeypatch.setattr(engine, "mix_pattern", spy)
+    with tracers["all"].patched(batch, mask, cache):
+        model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    monkeypatch.undo()
+    mixed, base, src = seen[0], *(cache_of(model, ids) for ids in (batch.input_ids, batch.source_ids))
+    torch.testing.assert_close(mixed[:, :, :n, :n], src[:, :, :n, :n], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(mixed[:, :, n:], base[:, :, n:], atol=1e-6, rtol=1e-5)  # candidate rows
+    assert (src[:, :, n:] - base[:, :, n:]).abs().max() > 1e-4  # they would differ if mixed
+    d_all = tracers["all"].delta(batch, mask, cache)
+    d_ctx = tracers["context"].delta(batch, mask, tracers["context"].source_cache(batch))
+    torch.testing.assert_close(d_all, d_ctx)
+
+
+def cache_of(model, ids):
+    seen = []
+    with attached(Layout(model), {("attn.hook_pattern", 0): [lambda p: seen.append(p.detach())]}):
+        model(input_ids=ids)
+    return seen[0]
+
+
+@pytest.mark.parametrize("arch", ("gpt2", "llama"))
+def test_pattern_mix_gradient_matches_the_plain_expression(arch):
+    model = tiny_model(arch)
+    tracer = tracer_for(model, mode="attention_pattern")
+    batch, cache = tracer.prepare(list(range(6)))[0]
+    z = tracer.space.full(0.3, requires_grad=True)
+    tracer.loss(batch, z, cache)[0].backward()
+    torch.manual_seed(0)
+    x, src = torch.rand(2, 4, 5, 5, dtype=torch.float64), torch.rand(2, 4, 5, 5, dtype=torch.float64)
+    rows, cols = torch.rand(2, 5) > 0.3, torch.rand(2, 5) > 0.3
+    zz = torch.rand(4, dtype=torch.float64, requires_grad=True)
+    xx = x.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, b: mix_pattern(a, src, b, rows, cols), (xx, zz))
+    assert z["heads"].grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -72,10 +72,34 @@ def _hydra_main(config_name: str, task):
     _main()
 
 
+def resolve_base(cfg) -> str | None:
+    """`model=base` (a model config with a `pretrain` key and no path): the pretrained base's folder,
+    built on first use; the config's `model.path` then names it, so config.yaml records the base."""
+    if cfg.model.get("pretrain") is None or cfg.model.path:
+        return None
+    from omegaconf import open_dict
+
+    from catlit.pretraining.run import ensure_base
+
+    with open_dict(cfg):
+        cfg.model.path = str(ensure_base(list(cfg.model.pretrain)))
+    return cfg.model.path
+
+
 def train_main() -> None:
     from catlit.training.run import run
 
-    _hydra_main("train", lambda cfg: run(cfg)[0])
+    def task(cfg):
+        resolve_base(cfg)
+        return run(cfg)[0]
+
+    _hydra_main("train", task)
+
+
+def pretrain_main() -> None:
+    from catlit.pretraining.run import run
+
+    _hydra_main("pretrain", lambda cfg: run(cfg)["heldout_loss"])
 
 
 def trace_main() -> None:
@@ -85,8 +109,9 @@ def trace_main() -> None:
         if not cfg.model.path:
             from omegaconf import open_dict
 
+            base = resolve_base(cfg)  # model=base: the baseline is fine-tuned from the pretrained base
             with open_dict(cfg):
-                cfg.model.path = str(default_trace_model(cfg))
+                cfg.model.path = str(default_trace_model(cfg, base))
         return run(cfg).get("pgbct/effect_heldout")
 
     _hydra_main("trace", task)
@@ -98,7 +123,7 @@ def annotate_main() -> None:
     _hydra_main("annotate", run_annotation)
 
 
-def default_trace_model(cfg) -> Path:
+def default_trace_model(cfg, base: str | None = None) -> Path:
     """With no model.path: train catlit's embedded baseline (`default_model.overrides`) once, then reuse
     it. It is trained in a folder of its own and renamed into place only when finished, so a killed
     first run leaves nothing that a later run would mistake for a model."""
@@ -108,6 +133,10 @@ def default_trace_model(cfg) -> Path:
     from catlit.training.run import run as train_run
 
     folder = Path(cfg.default_model.dir)
+    overrides = list(cfg.default_model.overrides)
+    if base is not None:  # one fine-tuned baseline per pretrained base
+        folder = folder.parent / f"{folder.name}_{Path(base).parent.name}"
+        overrides += ["model=base", f"model.path={base}"]
     if is_finished(folder) and (folder / "model" / "config.json").is_file():
         print(
             f"model.path is null: reusing the embedded baseline STG model in {folder / 'model'}", flush=True
@@ -119,12 +148,12 @@ def default_trace_model(cfg) -> Path:
         print(f"{folder} held an unfinished default model: moved it to {aside}", flush=True)
     print(
         "model.path is null: training catlit's embedded baseline on the STG toy preset first "
-        f"({' '.join(cfg.default_model.overrides)}), into {folder}; later runs reuse it. "
+        f"({' '.join(overrides)}), into {folder}; later runs reuse it. "
         "Set model.path=<a train.py run>/model to trace your own model.",
         flush=True,
     )
     building = folder.parent / f".{folder.name}.building-{os.getpid()}"
-    overrides = [*cfg.default_model.overrides, f"seed={cfg.seed}", f"++paths.output_dir={building}"]
+    overrides += [f"seed={cfg.seed}", f"++paths.output_dir={building}"]
     train_run(compose("train", overrides=overrides))
     os.replace(building, folder)
     return folder / "model"

@@ -237,11 +237,18 @@ def aggregate(runs: list[dict], baseline: str = REFERENCE_METHOD) -> tuple[list[
     return rows, varying
 
 
+# settings outside the method that read better as words than as key=value
+VALUE_LABELS = {"model.lora.enabled": {"True": "LoRA", "False": "full FT"}}
+
+
 def label(row: dict) -> str:
     parts = [row["method"]]
     for key in row["label_keys"]:
         value = row.get(key, "")
         if key in ("method.name", "data.name", "data.preset") or value == "":
+            continue
+        if value in VALUE_LABELS.get(key, {}):
+            parts.append(VALUE_LABELS[key][value])
             continue
         caps, name = row["capabilities"], key.removeprefix("method.")
         if name in caps.run_reference_keys:

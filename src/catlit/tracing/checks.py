@@ -20,7 +20,14 @@ RULES = {
     "select.k": (lambda v: v is None or integer(lambda k: k >= 1)(v), "null or an integer >= 1"),
     "heldout_fraction": (number(lambda v: 0 <= v < 1), "a number in [0, 1)"),
     "noise_scale": (number(lambda v: v >= 0), "a finite number >= 0"),
+    "search.restarts": (integer(lambda v: v >= 1), "an integer >= 1"),
+    "search.chunk": (lambda v: v is None or integer(lambda k: k >= 1)(v), "null or an integer >= 1"),
+    "noise_std": (lambda v: v is None or number(lambda k: k >= 0)(v), "null or a finite number >= 0"),
     "baselines.random_draws": (integer(lambda v: v >= 1), "an integer >= 1"),
+    "baselines.steps": (integer(lambda v: v >= 1), "an integer >= 1"),
+    "baselines.tau": (number(lambda v: v >= 0), "a finite number >= 0"),
+    "measures.points": (integer(lambda v: v >= 0), "an integer >= 0"),
+    "measures.split": (lambda v: v in ("heldout", "train"), "heldout or train"),
     "baselines.eval_pairs": (lambda v: v is None or integer(lambda k: k >= 1)(v), "null or an integer >= 1"),
 }
 

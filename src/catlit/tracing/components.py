@@ -8,7 +8,8 @@ A component kind lives at one hook point (see `catlit.hooks.points`) with `size`
   attn_blocks  one per layer, the whole block   hook_attn_out
   mlp_blocks   one per layer, the whole block   hook_mlp_out
 
-The soft intervention is x <- (1 - z) * x_base + z * x_source, at the selected positions only.
+The soft intervention is x <- (1 - z) * x_base + z * x_source, at the selected positions only; an
+attention pattern is mixed on the prompt's block (query and key positions both in the prompt).
 """
 
 from __future__ import annotations
@@ -117,16 +118,12 @@ class ComponentSpace:
         return {"name": g.name(layer, i), "kind": g.kind, "layer": layer, "index": i, "hook": hook}
 
 
-def mix(x: torch.Tensor, source, z: torch.Tensor, positions: torch.Tensor, point: str) -> torch.Tensor:
+def mix(x: torch.Tensor, source, z: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """(1 - z) * x + z * source at the selected positions; `z` holds one layer's [size] values.
 
-    x is the hook point's tensor: [B, T, width] for residual-stream and neuron points (width split
-    into `size` equal slices, one per component), [B, H, T, T] for attention patterns.
-    `positions` is [B, T] (bool or 0/1): which query positions are intervened on.
+    x is the hook point's tensor [B, T, width] (width split into `size` equal slices, one per
+    component); `positions` is [B, T] (bool or 0/1): which positions are intervened on.
     """
-    if point == "attn.hook_pattern":
-        weight = z.view(1, -1, 1, 1) * positions[:, None, :, None].to(z.dtype)
-        return x + weight.to(x.dtype) * (source - x)
     b, t, width = x.shape
     size = z.numel()
     xs = x.view(b, t, size, width // size)
@@ -137,3 +134,34 @@ def mix(x: torch.Tensor, source, z: torch.Tensor, positions: torch.Tensor, point
     )
     weight = z.view(1, 1, size, 1) * positions[:, :, None, None].to(z.dtype)
     return (xs + weight.to(x.dtype) * (src - xs)).view(b, t, width)
+
+
+def mix_pattern(x: torch.Tensor, source, z: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor):
+    """Attention probabilities [B, heads, T, T]: (1 - z_h) * x + z_h * source on the block of query
+    `rows` x key `cols` ([B, T] bool each), the base run's probabilities elsewhere."""
+    block = rows[:, None, :, None] & cols[:, None, None, :]
+    if not torch.is_tensor(source) or source.dim() == 0:
+        source = torch.as_tensor(source, dtype=x.dtype, device=x.device).expand_as(x)
+    if not (z.requires_grad or x.requires_grad):
+        return x + (z.view(1, -1, 1, 1) * block).to(x.dtype) * (source - x)
+    return _PatternMix.apply(x, source, z, block)
+
+
+class _PatternMix(torch.autograd.Function):
+    """`mix_pattern` whose backward keeps only references to x (already kept by the softmax) and to
+    the source (already in the cache): no [B, heads, T, T] difference or weight map per layer."""
+
+    @staticmethod
+    def forward(ctx, x, source, z, block):
+        ctx.save_for_backward(x, source, z, block)
+        return x + (z.view(1, -1, 1, 1) * block).to(x.dtype) * (source - x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, source, z, block = ctx.saved_tensors
+        weight = (z.view(1, -1, 1, 1) * block).to(grad.dtype)
+        grad_x = grad - grad * weight if ctx.needs_input_grad[0] else None
+        grad_z = None
+        if ctx.needs_input_grad[2]:
+            grad_z = (grad * (source - x) * block).float().sum((0, 2, 3)).to(z.dtype)
+        return grad_x, None, grad_z, None

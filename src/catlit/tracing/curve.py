@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from catlit.tracing.plots import effect_vs_size
 
-KEY = re.compile(r"^(topk|greedy|random|all|pgbct)/k(\d+)/effect_(train|heldout)$")
+KEY = re.compile(r"^([a-z_]+)/k(\d+)/effect_(train|heldout)$")  # every method's table row
 
 
 def collect(folders: list[Path]) -> tuple[list[dict], dict]:

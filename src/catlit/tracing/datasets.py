@@ -7,7 +7,8 @@ model the way the source moves it": the first candidate is the one the source fa
   winobias     WinoBias pro-stereotyped type-1 pairs (she -> he; her -> his)
   winogender   Winogender template pairs (she -> he; her -> his)
   professions  "The {} said that": profession -> "man" / "woman", next-token " he" / " she"
-  counterfact  ROME's CounterFact JSON: noise on the subject, drop of the true object's probability
+  counterfact  ROME's CounterFact JSON: noise on the prompt (or the subject), drop of the true
+               object's probability
   jsonl        our own format: {"base", "source"?, "candidates", "noise"?} per line
 """
 
@@ -159,7 +160,7 @@ def winobias(path: str | Path, split: str = "dev") -> list[TracePair]:
 
 def winogender(path: str | Path, file: str = "winogender_templates_structurefilter.tsv") -> list[TracePair]:
     """Consecutive rows form a pair (the pronoun refers to the occupation in one, the participant in
-    the other); the male-stereotyped continuation is the occupation's when fewer than half of its
+    the other); the male-stereotyped continuation is the occupation's unless more than half of its
     workers are women (Bergsma statistics)."""
     folder = _existing(path, "pairs.loader.path (Winogender folder)")
     stats = {}
@@ -180,7 +181,7 @@ def winogender(path: str | Path, file: str = "winogender_templates_structurefilt
         occupation_cont, participant_cont = (cont1, cont2) if ans1 == 0 else (cont2, cont1)
         if occ not in stats:
             raise DataError(f"{table}:{i + 2}: occupation {occ!r} is not in winogender_occupation_stats.tsv")
-        occupation_male = stats[occ] < 50.0
+        occupation_male = stats[occ] <= 50.0  # exactly half women counts as male, as released
         male_cont, female_cont = (
             (occupation_cont, participant_cont) if occupation_male else (participant_cont, occupation_cont)
         )
@@ -227,9 +228,12 @@ def professions(path: str | Path) -> list[TracePair]:
 # ---- factual recall and our own format ----------------------------------------------------------
 
 
-def counterfact(path: str | Path, limit: int | None = None) -> list[TracePair]:
+def counterfact(path: str | Path, limit: int | None = None, noise: str = "prompt") -> list[TracePair]:
     """ROME's CounterFact JSON (a list of records with `requested_rewrite`): the prompt filled with the
-    subject, noise on the subject's tokens, the true object as the one candidate."""
+    subject, the true object as the one candidate; a noise source corrupts every prompt token
+    (`noise="prompt"`, as the PGB-CT release does) or only the subject's (`"subject"`, as ROME does)."""
+    if noise not in ("prompt", "subject"):
+        raise ValueError(f"pairs.loader.noise={noise!r}; choose prompt or subject")
     file = _existing(path, "pairs.loader.path (CounterFact JSON)")
     records = json.loads(file.read_text())
     pairs = []
@@ -245,7 +249,8 @@ def counterfact(path: str | Path, limit: int | None = None) -> list[TracePair]:
             ) from None
         base = prompt.format(subject)
         start = prompt.index("{}")
-        pairs.append(TracePair(base, (f" {target}",), noise_span=(start, start + len(subject)), origin=where))
+        span = (start, start + len(subject)) if noise == "subject" else (0, len(base))
+        pairs.append(TracePair(base, (f" {target}",), noise_span=span, origin=where))
     return pairs
 
 

@@ -9,7 +9,8 @@ change Δ = s_int − s_base:
   logit_diff  s = logit(a) − logit(b)         e = Δ
 
 A multi-token candidate's log p is the mean of its tokens' log probabilities (the log of their
-geometric mean). The `inverse` loss, mean 1/(1+e) = mean exp(−Δ), is the default; `negative` is −e.
+geometric mean). The `inverse` loss, mean 1/(1+e) = mean exp(−Δ), is the paper's; `negative` is −e;
+`relative` is −e / |E(all)|, the mean effect of patching every component (scale-free).
 With one-token candidates, Δ of the odds equals Δ of the logit difference (the softmax normaliser
 cancels), so 1/(1+e_odds) = exp(−Δ logit diff).
 """
@@ -19,7 +20,7 @@ from __future__ import annotations
 import torch
 
 EFFECTS = ("odds", "prob_drop", "logit_diff")
-LOSSES = ("inverse", "negative")
+LOSSES = ("inverse", "negative", "relative")
 N_CANDIDATES = {"odds": 2, "prob_drop": 1, "logit_diff": 2}
 
 
@@ -69,7 +70,10 @@ def effect_of(delta: torch.Tensor, effect: str) -> torch.Tensor:
     return delta if effect == "logit_diff" else torch.expm1(delta)
 
 
-def effect_loss(delta: torch.Tensor, effect: str, loss: str = "inverse") -> torch.Tensor:
+def effect_loss(delta: torch.Tensor, effect: str, loss: str = "inverse", scale: float = 1.0) -> torch.Tensor:
+    """inverse: mean 1/(1+e); negative: −mean e; relative: −mean e / scale (scale = |E(all)|, so
+    the penalties' λ is a share of the full patch's effect, whatever the effect's units)."""
     if loss == "inverse":
         return torch.exp(-delta).mean()
-    return -effect_of(delta, effect).mean()
+    value = -effect_of(delta, effect).mean()
+    return value / scale if loss == "relative" else value

@@ -4,7 +4,8 @@ Sources (what a masked component is moved towards):
   counterfactual  the activations of the source prompt (same length as the base, token for token)
   noise           the activations of the base prompt with Gaussian noise added to the embeddings of
                   its noise span (every prompt token where a pair has none); one fixed draw per
-                  sequence, std = noise_scale × the std of the embedding matrix
+                  pair, shared by its sequences, std = noise_scale × the std of the embedding
+                  matrix (or an absolute noise_std)
   zero            zero ablation
   mean            mean ablation: each point's mean activation over the pair set's base runs
 Source activations are recorded once per batch under no_grad.
@@ -19,7 +20,7 @@ from collections.abc import Iterator
 import torch
 
 from catlit.hooks.points import attached, recorder
-from catlit.tracing.components import ComponentSpace, mix
+from catlit.tracing.components import ComponentSpace, mix, mix_pattern
 from catlit.tracing.effects import candidate_scores, check, effect_loss, effect_of, kept_positions, pair_score
 from catlit.tracing.pairs import POSITIONS, EncodedPair, PairBatch, collate
 
@@ -38,6 +39,7 @@ class Tracer:
         effect: str = "odds",
         noise_scale: float = 3.0,
         seed: int = 0,
+        noise_std: float | None = None,
         batch_size: int = 32,
     ):
         check(effect)
@@ -54,7 +56,12 @@ class Tracer:
         self.model, self.space, self.layout = model, space, space.layout
         self.encoded, self.pad_id = encoded, pad_id
         self.source, self.positions, self.effect = source, positions, effect
-        self.noise_scale, self.seed, self.batch_size = noise_scale, seed, batch_size
+        self.noise_scale, self.noise_std, self.seed, self.batch_size = (
+            noise_scale,
+            noise_std,
+            seed,
+            batch_size,
+        )
         self.device = next(model.parameters()).device
         self._base_scores: dict[int, torch.Tensor] = {}
         self._means: dict | None = None
@@ -110,21 +117,25 @@ class Tracer:
         return store
 
     def _noised_embeddings(self, batch: PairBatch):
+        """Noise on the embeddings of each sequence's noise span: one draw per pair, shared by the
+        pair's sequences (its candidates share the prompt, so their odds compare one corrupted run)."""
         embeddings = self.layout.base.get_input_embeddings()
-        std = float(embeddings.weight.float().std()) * self.noise_scale
+        std = self.noise_std
+        if std is None:
+            std = float(embeddings.weight.float().std()) * self.noise_scale
         spans = batch.noised.clone()
         prompt = torch.arange(spans.shape[1], device=spans.device)[None] < batch.prompt_lens[:, None]
         spans = torch.where(spans.any(1, keepdim=True), spans, prompt)
-        noise = torch.zeros(*spans.shape, embeddings.weight.shape[1])
-        seq_in_pair = torch.zeros_like(batch.seq_pair)
-        for r in range(1, len(seq_in_pair)):
-            same = batch.seq_pair[r] == batch.seq_pair[r - 1]
-            seq_in_pair[r] = seq_in_pair[r - 1] + 1 if same else 0
-        for r in range(spans.shape[0]):  # one fixed draw per (pair, sequence), whatever the batch
-            pair = int(batch.pair_index[batch.seq_pair[r]])
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + pair * 101 + int(seq_in_pair[r]))
-            n = int(batch.attention_mask[r].sum())  # the draw depends on the sequence, not the padding
-            noise[r, :n] = torch.randn(n, noise.shape[2], generator=g)
+        width = embeddings.weight.shape[1]
+        lengths = batch.attention_mask.sum(1)
+        noise = torch.zeros(*spans.shape, width)
+        for p, pair in enumerate(batch.pair_index.tolist()):
+            rows = (batch.seq_pair == p).nonzero()[:, 0].tolist()
+            n = int(lengths[rows].max())  # the draw depends on the pair, not on the batch's padding
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + pair)
+            draw = torch.randn(n, width, generator=g)
+            for r in rows:
+                noise[r, :n] = draw
         noise = noise.to(self.device) * std * spans[..., None]
 
         def add(module, args, output):
@@ -155,6 +166,7 @@ class Tracer:
     def patched(self, batch: PairBatch, mask: dict[str, torch.Tensor], cache: dict):
         """A context in which the model runs with `mask` applied to this batch (hooks removed on exit)."""
         positions = batch.positions(self.positions)
+        prompt = batch.positions("context")
         fns = defaultdict(list)
         for group in self.space.groups:
             z_all = mask[group.kind]
@@ -162,11 +174,14 @@ class Tracer:
                 z = z_all[layer]
                 if not z.requires_grad and not bool(z.any()):
                     continue  # a hard mask that leaves this layer alone: no hook, no work
-                fns[(group.point, layer)].append(
-                    functools.partial(
-                        mix, source=cache[(group.point, layer)], z=z, positions=positions, point=group.point
+                source = cache[(group.point, layer)]
+                if group.point == "attn.hook_pattern":  # the prompt's block: query and key both in it
+                    fn = functools.partial(
+                        mix_pattern, source=source, z=z, rows=positions & prompt, cols=prompt
                     )
-                )
+                else:
+                    fn = functools.partial(mix, source=source, z=z, positions=positions)
+                fns[(group.point, layer)].append(fn)
         return attached(self.layout, fns)
 
     def delta(self, batch: PairBatch, mask: dict[str, torch.Tensor], cache: dict) -> torch.Tensor:
@@ -175,9 +190,10 @@ class Tracer:
             scores = pair_score(self._forward(batch), self.effect)
         return scores - self.base_scores(batch)
 
-    def loss(self, batch, mask, cache, loss: str = "inverse") -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(self, batch, mask, cache, loss: str = "inverse", scale: float = 1.0):
+        """(effect loss, per-pair Δ) with `mask` applied; `scale` divides the `relative` loss."""
         delta = self.delta(batch, mask, cache)
-        return effect_loss(delta, self.effect, loss), delta
+        return effect_loss(delta, self.effect, loss, scale), delta
 
     def prepare(self, indices: list[int]) -> list[tuple[PairBatch, dict]]:
         """Batches with their source activations, for evaluating many masks on the same pairs."""

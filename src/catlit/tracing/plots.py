@@ -56,3 +56,22 @@ def z_history(history: list[torch.Tensor], names: list[str], selected: list[int]
         ax.legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, path, dpi=120)
+
+
+def faithfulness(measured: dict, path: Path) -> None:
+    """Sufficiency and necessity against set size (log scale), one line per method."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
+    for method, entry in measured["methods"].items():
+        for ax, key in zip(axes, ("sufficiency", "necessity")):
+            ax.plot(entry["sizes"], entry[key], marker="o", markersize=3, label=method)
+    for ax, key in zip(axes, ("sufficiency: E(set) / E(all)", "necessity: E(all but set) / E(all)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("set size")
+        ax.set_ylabel(key)
+        ax.axhline(1.0, color="0.6", linewidth=0.8)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"faithfulness on the {measured['split']} pairs")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=120)

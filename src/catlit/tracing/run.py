@@ -20,11 +20,12 @@ from catlit.files import write_json
 from catlit.models.architectures import Layout
 from catlit.models.loading import load_local
 from catlit.rundir import RunDir
-from catlit.tracing import plots
-from catlit.tracing.baselines import BASELINES, Context, Scored
+from catlit.tracing import measures, plots
+from catlit.tracing.baselines import BASELINES, Context, Ranking, Scored
 from catlit.tracing.checks import check_finite, check_sizes, check_trace_config
 from catlit.tracing.components import ComponentSpace
 from catlit.tracing.engine import Tracer
+from catlit.tracing.measures import log_sizes
 from catlit.tracing.pairs import encode_pairs
 from catlit.tracing.search import SearchResult, pgbct
 
@@ -61,9 +62,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
         run_dir.write_config(cfg)
         torch.manual_seed(cfg.seed)
         tracer, train_idx, held_idx, skipped = setup(cfg)
-        check_sizes(cfg, tracer.space.numel)
-        ctx = _context(cfg, tracer, train_idx, held_idx)
-        result = pgbct(tracer, train_idx, seed=cfg.seed, **_search_options(cfg.search))
+        space = tracer.space
+        check_sizes(cfg, space.numel)
+        truth = truth_indices(cfg.get("truth"), space)
+        result = pgbct(
+            tracer, train_idx, seed=cfg.seed, threshold=cfg.select.threshold, **search_options(cfg.search)
+        )
         selected = result.top(cfg.select.k) if cfg.select.k else result.threshold(cfg.select.threshold)
         if not selected:
             log.warning(
@@ -71,27 +75,82 @@ def run(cfg: DictConfig) -> dict[str, float]:
                 "or select the k largest z with select.k=K",
                 cfg.select.threshold,
             )
-        sizes = sorted({s for s in [*(cfg.baselines.sizes or []), len(selected)] if 0 < s <= ctx.numel})
-        rows = [
-            ctx.scored("pgbct", k, selected if k == len(selected) else result.top(k), result.wall_s)
-            for k in sizes
+        sizes = sorted({s for s in [*(cfg.baselines.sizes or []), len(selected)] if 0 < s <= space.numel})
+        ctx = _context(cfg, tracer, train_idx, held_idx, max(sizes, default=1))
+        epochs = cfg.search.epochs * cfg.search.restarts
+        rankings = [
+            Ranking("pgbct", [result.ranking()], result.wall_s, 2 * epochs + 2, epochs + 1, chosen=selected)
         ]
-        for name in cfg.baselines.methods:
-            rows += BASELINES[name](ctx, sizes)
+        rankings += [BASELINES[name](ctx) for name in cfg.baselines.methods]
+        rows = score_rankings(ctx, rankings, sizes)
+        measured = faithfulness(cfg, tracer, ctx, rankings, held_idx, truth)
         main = ctx.score(selected)
         metrics = {
-            **write_outputs(cfg, run_dir, tracer.space, result, selected, main, rows),
+            **write_outputs(cfg, run_dir, space, result, selected, main, rows, rankings, measured),
             "pairs/train": len(train_idx),
             "pairs/heldout": len(held_idx),
             "pairs/skipped": skipped,
             "time/wall_s": round(time.time() - started, 1),
         }
         run_dir.write_metrics(metrics)  # last: the trace is complete
-    print(
-        _summary(cfg, run_dir.path, rows, selected, result, tracer.space, len(train_idx), len(held_idx)),
-        flush=True,
-    )
+    print(_summary(cfg, run_dir.path, rows, rankings, measured, selected, result, space, train_idx, held_idx))
     return metrics
+
+
+def truth_indices(names, space) -> list[int] | None:
+    """A known circuit given by component names (`truth=[L0H1,L1H2]`), as flat indices."""
+    if not names:
+        return None
+    index = {space.name(i): i for i in range(space.numel)}
+    unknown = [n for n in names if n not in index]
+    if unknown:
+        shown = ", ".join(list(index)[:6])
+        raise ValueError(f"truth: unknown component(s) {unknown}; names look like {shown}, ...")
+    return [index[n] for n in names]
+
+
+def score_rankings(ctx: Context, rankings: list[Ranking], sizes: list[int]) -> list[Scored]:
+    """Every ranking's first k components at every size (random: the mean over its orders), and the
+    set a method chose itself where its size is not among them."""
+    rows = []
+    for r in rankings:
+        wanted = (
+            [ctx.numel] if r.method == "all" else sorted({*sizes, *([len(r.chosen)] if r.chosen else [])})
+        )
+        for k in wanted:
+            if r.chosen is not None and k == len(r.chosen):
+                sets = [r.chosen]
+            else:
+                sets = [order[:k] for order in r.orders]
+            scores = [ctx.score(s) for s in sets]
+            train = sum(s[0] for s in scores) / len(scores)
+            held = sum(s[1] for s in scores) / len(scores)
+            rows.append(Scored(r.method, k, train, held, r.wall_at.get(k, r.wall_s)))
+    return rows
+
+
+def faithfulness(cfg, tracer: Tracer, ctx: Context, rankings: list[Ranking], held_idx, truth) -> dict:
+    """Sufficiency and necessity curves (and their areas) of every ranking on the measure split,
+    and ROC AUC against `truth` where it is given."""
+    points = int(cfg.measures.points)
+    if points <= 0:
+        return {}
+    on_heldout = cfg.measures.split == "heldout" and held_idx
+    prepared = tracer.prepare(held_idx) if on_heldout else ctx.train_prep
+    full = check_finite(
+        tracer.evaluate(tracer.space.full(1.0, device=tracer.device), prepared), "the full effect"
+    )
+    sizes = log_sizes(tracer.space.numel, points)
+    out = {"split": "heldout" if on_heldout else "train", "full": full, "methods": {}}
+    for r in rankings:
+        if r.method == "all":
+            continue
+        entry = measures.curves(tracer, prepared, r.orders, sizes, full)
+        entry["auroc"] = (
+            sum(measures.auroc(o, truth) for o in r.orders) / len(r.orders) if truth else float("nan")
+        )
+        out["methods"][r.method] = entry
+    return out
 
 
 def setup(cfg: DictConfig) -> tuple[Tracer, list[int], list[int], int]:
@@ -122,13 +181,14 @@ def setup(cfg: DictConfig) -> tuple[Tracer, list[int], list[int], int]:
         positions=cfg.positions,
         effect=cfg.pairs.effect,
         noise_scale=cfg.noise_scale,
+        noise_std=cfg.get("noise_std"),
         seed=cfg.seed,
         batch_size=cfg.search.batch_size,
     )
     return tracer, train_idx, held_idx, skipped
 
 
-def _context(cfg: DictConfig, tracer: Tracer, train_idx: list[int], held_idx: list[int]) -> Context:
+def _context(cfg: DictConfig, tracer: Tracer, train_idx, held_idx, max_size: int) -> Context:
     eval_train = train_idx[: cfg.baselines.eval_pairs] if cfg.baselines.eval_pairs else train_idx
     train_prep, held_prep = tracer.prepare(eval_train), tracer.prepare(held_idx)
 
@@ -140,16 +200,17 @@ def _context(cfg: DictConfig, tracer: Tracer, train_idx: list[int], held_idx: li
         return check_finite(tracer.evaluate(mask, train_prep), "an effect on the training pairs"), held
 
     options = OmegaConf.to_container(cfg.baselines, resolve=True)
-    return Context(tracer, train_prep, score, seed=cfg.seed, options=options)
+    search = OmegaConf.to_container(cfg.search, resolve=True)
+    return Context(tracer, train_prep, score, cfg.seed, options, list(train_idx), search, max_size)
 
 
-def _search_options(search: DictConfig) -> dict:
-    keys = ("epochs", "lambda1", "lambda2", "schedule", "loss", "init")
+def search_options(search: DictConfig) -> dict:
+    keys = ("epochs", "lambda1", "lambda2", "schedule", "loss", "init", "batch_size", "chunk", "restarts")
     return {"lr": OmegaConf.to_container(search.lr), **{k: search[k] for k in keys}}
 
 
 def write_outputs(
-    cfg, run_dir: RunDir, space, result: SearchResult, selected, main, rows: list[Scored]
+    cfg, run_dir: RunDir, space, result: SearchResult, selected, main, rows, rankings, measured
 ) -> dict:
     """selection.json and the plots; returns the metrics (metrics.json is the caller's, written last)."""
     write_json(
@@ -163,6 +224,7 @@ def write_outputs(
             "model": str(cfg.model.path),
             "components": [{**space.describe(i), "z": round(float(result.z[i]), 4)} for i in selected],
             "z": {k: v.tolist() for k, v in space.unflatten(result.z).items()},
+            "restarts": [{"objective": o, "size": n} for o, n in result.restarts],
         },
     )
     metrics: dict[str, float] = {}
@@ -172,12 +234,25 @@ def write_outputs(
         metrics.update({f"{key}/effect_train": r.train, f"{key}/effect_heldout": r.heldout})
         metrics[f"{key}/wall_s"] = round(r.wall_s, 3)
         curves.setdefault(r.method, []).append((r.size, r.train))
+    for r in rankings:
+        metrics.update({f"{r.method}/forwards": r.forwards, f"{r.method}/backwards": r.backwards})
+        metrics[f"{r.method}/wall_s"] = round(r.wall_s, 3)
+    for method, entry in measured.get("methods", {}).items():
+        for name in ("suff_area", "cmd", "nec_area", "auroc"):
+            metrics[f"{method}/{name}"] = entry[name]
+        for k, suff, nec in zip(entry["sizes"], entry["sufficiency"], entry["necessity"]):
+            metrics[f"{method}/curve/k{k}/sufficiency"] = suff
+            metrics[f"{method}/curve/k{k}/necessity"] = nec
+    if measured:
+        metrics["measures/full_effect"] = measured["full"]
     metrics.update(
         {"pgbct/size": len(selected), "pgbct/effect_train": main[0], "pgbct/effect_heldout": main[1]}
     )
     plot_dir = run_dir / "plots"
     plot_dir.mkdir(exist_ok=True)
     plots.effect_vs_size(curves, plot_dir / "effect_vs_size.png", f"effect ({cfg.pairs.effect}), train pairs")
+    if measured.get("methods"):
+        plots.faithfulness(measured, plot_dir / "faithfulness.png")
     z_groups = space.unflatten(result.z)
     if "heads" in z_groups:
         plots.z_map(z_groups["heads"], plot_dir / "z_heads.png", "PGB-CT z per head")
@@ -186,16 +261,36 @@ def write_outputs(
     return metrics
 
 
-def _summary(cfg, out_dir: Path, rows: list[Scored], selected, result, space, n_train, n_held) -> str:
+def _summary(
+    cfg, out_dir: Path, rows, rankings, measured, selected, result, space, train_idx, held_idx
+) -> str:
     lines = [
         f"\nTracing ({', '.join(cfg.components)}; {cfg.mode}; source={cfg.pairs.source}; "
-        f"effect={cfg.pairs.effect}) on {n_train} train / {n_held} held-out pairs; run dir: {out_dir}",
+        f"effect={cfg.pairs.effect}) on {len(train_idx)} train / {len(held_idx)} held-out pairs; "
+        f"run dir: {out_dir}",
         "| method | size | effect (train) | effect (held-out) | time |",
         "|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(f"| {r.method} | {r.size} | {r.train:.4f} | {r.heldout:.4f} | {r.wall_s:.1f} s |")
+    if measured.get("methods"):
+        lines += [
+            "",
+            f"Faithfulness on the {measured['split']} pairs (normalised by all components' effect "
+            f"{measured['full']:.4f}; areas over log-spaced sizes 1..{space.numel}):",
+            "| method | suff. area ↑ | CMD ↓ | nec. area ↓ | ROC AUC | passes | time |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        cost = {r.method: r for r in rankings}
+        for method, e in measured["methods"].items():
+            r = cost[method]
+            auroc = "-" if e["auroc"] != e["auroc"] else f"{e['auroc']:.3f}"
+            lines.append(
+                f"| {method} | {e['suff_area']:.3f} | {e['cmd']:.3f} | {e['nec_area']:.3f} | {auroc} | "
+                f"{r.passes} | {r.wall_s:.1f} s |"
+            )
     shown = ", ".join(f"{space.name(i)} ({float(result.z[i]):.2f})" for i in selected[:20])
     more = f" ... +{len(selected) - 20}" if len(selected) > 20 else ""
-    lines.append(f"selected ({len(selected)}): {shown or 'none'}{more}")
+    empty = "none: every z is below select.threshold (lower search.lambda1, or set select.k)"
+    lines.append(f"selected ({len(selected)}): {shown or empty}{more}")
     return "\n".join(lines) + "\n"

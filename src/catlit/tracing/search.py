@@ -8,6 +8,13 @@ initialised to `init`. Each step minimises
 with Adam (one learning rate per component kind) and clamps z to [0, 1] after the step (projected
 gradient). λ(t) follows a schedule on the epoch t: constant λ, linear λ(t+1), exp λ·2^t, poly λ·t².
 The final set is every component with z >= threshold, or the k largest z.
+
+Each step backs the effect loss of a batch of `batch_size` pairs, `chunk` pairs per forward and
+backward (gradient accumulation: the same step, bounded memory). `restarts` > 1 runs the search again
+from knock-out and random starting masks and keeps the best (see `pgbct`).
+
+Cost: epochs × (2 forward + 1 backward) passes over the pairs (the source run and the patched run),
+plus one forward and backward for the tie-breaking gradient; × restarts.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ class SearchResult:
     losses: list[float] = field(default_factory=list)  # mean total loss per epoch
     wall_s: float = 0.0
     gain: torch.Tensor | None = None  # −∂(effect loss)/∂z at the final z, for ranking ties
+    objective: float = float("nan")  # hard objective of the thresholded set (see `pgbct`)
+    restarts: list[tuple[float, int]] = field(default_factory=list)  # (objective, set size) per start
 
     def ranking(self) -> list[int]:
         """Components by final z. Many end tied at 0 or 1; ties go by the effect gradient at the
@@ -69,50 +78,139 @@ def pgbct(
     loss: str = "inverse",
     init: float = 0.5,
     seed: int = 0,
+    batch_size: int | None = None,
+    chunk: int | None = None,
+    restarts: int = 1,
+    threshold: float = 0.5,
+) -> SearchResult:
+    """PGB-CT from z = `init`, then `restarts - 1` more searches: first knock-out starts (z = `init`
+    with one component of the first search's set at 0, in the order of its ranking: a component
+    that wins on its own while it hides a larger joint effect is kept out of the start, so the
+    search can see the joint effect), then random starts (z uniform in [0, 1], seeded). The search
+    kept is the one whose thresholded set has the lowest hard objective on the pairs (effect loss of
+    the hard mask + λ1 × set size: the soft objective at a binary z, with λ1 at its own value; the
+    schedule only anneals the search, and its grown last-epoch weight would favour any singleton)."""
+    if restarts < 1:
+        raise ValueError(f"search.restarts must be >= 1, got {restarts}")
+    options = dict(
+        epochs=epochs, lr=lr, lambda1=lambda1, lambda2=lambda2, schedule=schedule, loss=loss, seed=seed,
+        batch_size=batch_size or tracer.batch_size, chunk=chunk,
+    )  # fmt: skip
+    started = time.perf_counter()
+    options["scale"] = loss_scale(tracer, indices, loss)
+    best, tried, knockouts = None, [], []
+    space = tracer.space
+    for r in range(restarts):
+        if r == 0:
+            start = space.full(init, device=tracer.device)
+        elif r <= len(knockouts):
+            flat = torch.full((space.numel,), float(init), device=tracer.device)
+            flat[knockouts[r - 1]] = 0.0
+            start = space.unflatten(flat)
+        else:
+            g = torch.Generator().manual_seed(seed * 7919 + r)
+            start = space.unflatten(torch.rand(space.numel, generator=g).to(tracer.device))
+        result = _search(tracer, indices, start, **options)
+        if r == 0:
+            knockouts = result.threshold(threshold)
+        chosen = result.threshold(threshold)
+        effect_loss = hard_objective(tracer, indices, chosen, loss, options["scale"])
+        result.objective = effect_loss + lambda1 * len(chosen)
+        tried.append((result.objective, len(chosen)))
+        if best is None or result.objective < best.objective:
+            best = result
+    best.restarts = tried
+    best.wall_s = time.perf_counter() - started
+    return best
+
+
+def loss_scale(tracer: Tracer, indices: list[int], loss: str) -> float:
+    """|E(all)| on the pairs for the `relative` loss (1 otherwise): one evaluation of the full patch."""
+    if loss != "relative":
+        return 1.0
+    full = tracer.evaluate(tracer.space.full(1.0, device=tracer.device), tracer.prepare(indices))
+    if not abs(full) > 1e-12:
+        raise ValueError(
+            f"search.loss=relative: patching every component has no effect on the pairs ({full}); "
+            "use search.loss=negative"
+        )
+    return abs(full)
+
+
+def hard_objective(tracer, indices: list[int], chosen: list[int], loss: str, scale: float = 1.0) -> float:
+    """The effect loss of the hard mask on `chosen`, averaged over the pairs (no gradient)."""
+    mask = tracer.space.from_indices(chosen, tracer.device)
+    total = 0.0
+    with torch.no_grad():
+        for batch in tracer.batches(indices):
+            value, _ = tracer.loss(batch, mask, tracer.source_cache(batch), loss, scale)
+            total += float(value) * batch.n_pairs
+    return total / max(len(indices), 1)
+
+
+def _chunks(indices: list[int], size: int | None) -> list[list[int]]:
+    size = size or len(indices)
+    return [indices[i : i + size] for i in range(0, len(indices), size)]
+
+
+def accumulate_effect_loss(
+    tracer: Tracer, indices: list[int], z: dict, loss: str, chunk: int | None, scale: float = 1.0
+) -> float:
+    """Backward the mean effect loss over `indices`, `chunk` pairs per forward/backward (the gradient
+    adds up to the whole batch's, so the pairs never have to fit in memory at once)."""
+    total = 0.0
+    for part in _chunks(indices, chunk):
+        batch = tracer.batch(part)
+        value, _ = tracer.loss(batch, z, tracer.source_cache(batch), loss, scale)
+        weighted = value * (len(part) / len(indices))
+        if not torch.isfinite(weighted):
+            raise FloatingPointError(
+                f"PGB-CT: the effect loss is {value.item()}: the model's outputs on the pairs are not finite "
+                "(a NaN or inf in its weights?); tracing stops"
+            )
+        weighted.backward()
+        total += float(weighted.detach())
+    return total
+
+
+def _search(
+    tracer, indices, start, epochs, lr, lambda1, lambda2, schedule, loss, seed, batch_size, chunk, scale=1.0
 ) -> SearchResult:
     space = tracer.space
     rates = {**DEFAULT_LR, **(lr or {})}
-    z = space.full(init, device=tracer.device, requires_grad=True)
+    z = {k: v.detach().clone().requires_grad_(True) for k, v in start.items()}
     opt = torch.optim.Adam([{"params": [z[g.kind]], "lr": float(rates[g.kind])} for g in space.groups])
     rng, order = random.Random(seed), list(indices)
-    result = SearchResult(z=space.flatten(z).detach().clone())
-    started = time.perf_counter()
+    result = SearchResult(z=space.flatten(z).detach().cpu().clone())
     for epoch in range(epochs):
         l1 = penalty_weight(schedule, lambda1, epoch)
         l2 = penalty_weight(schedule, lambda2, epoch)
         rng.shuffle(order)
         total, steps = 0.0, 0
-        for batch in tracer.batches(order):
-            cache = tracer.source_cache(batch)
-            effect_loss, _ = tracer.loss(batch, z, cache, loss)
-            flat = space.flatten(z)
-            objective = effect_loss + l1 * flat.abs().sum() + l2 * (flat * (1 - flat)).sum()
-            if not torch.isfinite(objective):
-                raise FloatingPointError(
-                    f"PGB-CT: the objective is {objective.item()} at epoch {epoch}: the model's outputs on "
-                    "the pairs are not finite (a NaN or inf in its weights?); tracing stops"
-                )
+        for batch_indices in _chunks(order, batch_size):
             opt.zero_grad(set_to_none=True)
-            objective.backward()
+            effect = accumulate_effect_loss(tracer, batch_indices, z, loss, chunk, scale)
+            flat = space.flatten(z)
+            penalty = l1 * flat.abs().sum() + l2 * (flat * (1 - flat)).sum()
+            penalty.backward()
             opt.step()
             with torch.no_grad():
                 for tensor in z.values():
                     tensor.clamp_(0.0, 1.0)
-            total, steps = total + objective.item(), steps + 1
+            total, steps = total + effect + penalty.item(), steps + 1
         result.history.append(space.flatten(z).detach().cpu().clone())
         result.losses.append(total / max(steps, 1))
     result.z = space.flatten(z).detach().cpu()
-    result.gain = _effect_gain(tracer, z, order, loss)
-    result.wall_s = time.perf_counter() - started
+    result.gain = effect_gain(tracer, z, order, loss, chunk, scale)
     return result
 
 
-def _effect_gain(tracer: Tracer, z: dict, indices: list[int], loss: str) -> torch.Tensor:
-    """−∂(effect loss)/∂z over the pairs at the final mask: one more forward and backward pass."""
+def effect_gain(
+    tracer: Tracer, z: dict, indices: list[int], loss: str, chunk: int | None = None, scale: float = 1.0
+) -> torch.Tensor:
+    """−∂(effect loss)/∂z over the pairs at `z`: one more forward and backward pass."""
     for tensor in z.values():
         tensor.grad = None
-    n = len(indices)
-    for batch in tracer.batches(indices):
-        effect_loss, _ = tracer.loss(batch, z, tracer.source_cache(batch), loss)
-        (effect_loss * batch.n_pairs / n).backward()
-    return -tracer.space.flatten({k: v.grad for k, v in z.items()}).detach().cpu()
+    accumulate_effect_loss(tracer, indices, z, loss, chunk or tracer.batch_size, scale)
+    grads = {k: torch.zeros_like(v) if v.grad is None else v.grad for k, v in z.items()}
+    return -tracer.space.flatten(grads).detach().cpu()

@@ -58,6 +58,9 @@ def run(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
         finish_loggers(loggers)
         destroy_process_group()
     target = cfg.get("optimized_metric")
+    if target and target not in metrics and not cfg.get("train", True):
+        log.warning("optimized_metric=%s: not produced by a run that only tests; returning none", target)
+        target = None
     if target and target not in metrics:
         raise KeyError(f"optimized_metric={target!r} was not produced; available: {sorted(metrics)}")
     return (metrics[target] if target else None), metrics

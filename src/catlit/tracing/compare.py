@@ -1,0 +1,119 @@
+"""`catlit-trace-compare <trace run> [...]`: every method at the size of each run's PGB-CT set.
+
+    python trace.py seed=1 model.path=<seed 1's model> hydra.run.dir=outputs/traces/x/s1   # one per seed
+    catlit-trace-compare outputs/traces/x --out docs/x
+
+For each finished trace run below the folders, the held-out effect of every method's first k
+components, k = that run's PGB-CT set size, as a share of all components' effect (so runs on models
+with different effect scales average fairly); then the mean and 95% interval over runs. Writes
+compare.md, compare.csv and compare.png into --out (default: the first folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+from pathlib import Path
+
+from catlit.files import write_text
+from catlit.plotting import pyplot
+from catlit.rundir import is_finished
+from catlit.stats import interval
+from catlit.tracing.baselines import BASELINES
+
+
+def collect(folders: list[Path], size: int | None = None) -> tuple[list[str], list[dict]]:
+    """(methods, one row per run: name, size, all-components effect, {method: share of it}); the
+    size is each run's PGB-CT set size, or `size`."""
+    rows, methods = [], []
+    for folder in folders:
+        for selection in sorted(Path(folder).rglob("selection.json")):
+            run = selection.parent
+            if not is_finished(run):
+                continue
+            metrics = json.loads((run / "metrics.json").read_text())
+            k = int(size or metrics["pgbct/size"])
+            full = _all(metrics)
+            shares = {}
+            for key, value in metrics.items():
+                if key.endswith(f"/k{k}/effect_heldout") and not key.startswith("all/"):
+                    method = key.split("/")[0]
+                    shares[method] = value / full
+                    methods.append(method)
+            rows.append({"run": run.name, "size": k, "all": full, "shares": shares})
+    order = list(BASELINES)  # PGB-CT first, then the registry's order
+    return sorted(
+        dict.fromkeys(methods), key=lambda m: (m != "pgbct", order.index(m) if m in order else 99)
+    ), rows
+
+
+def _all(metrics: dict) -> float:
+    values = [v for k, v in metrics.items() if k.startswith("all/k") and k.endswith("/effect_heldout")]
+    if len(values) != 1:
+        raise ValueError(
+            "catlit-trace-compare: a run without the all-components row (baselines.methods: all)"
+        )
+    return values[0]
+
+
+def table(methods: list[str], rows: list[dict]) -> str:
+    head = "| run | size | all components | " + " | ".join(methods) + " |"
+    lines = [head, "|---" * (len(methods) + 3) + "|"]
+    for r in rows:
+        cells = [f"{r['shares'][m]:.3f}" if m in r["shares"] else "-" for m in methods]
+        lines.append(f"| {r['run']} | {r['size']} | {r['all']:.4g} | " + " | ".join(cells) + " |")
+    summary = []
+    for m in methods:
+        values = [r["shares"][m] for r in rows if m in r["shares"]]
+        mean, _, ci = interval(values) if len(values) > 1 else (values[0], 0.0, 0.0)
+        summary.append(f"{mean:.3f} ± {ci:.3f}")
+    lines.append("| mean ± 95% | | | " + " | ".join(summary) + " |")
+    return "\n".join(lines)
+
+
+def plot(methods: list[str], rows: list[dict], path: Path) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(methods), 3.2))
+    for i, m in enumerate(methods):
+        values = [r["shares"][m] for r in rows if m in r["shares"]]
+        ax.bar(i, sum(values) / len(values), color="C0" if m == "pgbct" else "C7")
+        ax.scatter([i] * len(values), values, color="k", s=8, zorder=3)
+    ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right")
+    ax.set_ylabel("held-out effect / all components'")
+    sizes = sorted({r["size"] for r in rows})
+    ax.set_title(f"every method at size {', '.join(map(str, sizes))} (dots: runs)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--size", type=int, default=None, help="compare at this size (default: PGB-CT's)")
+    args = parser.parse_args(argv)
+    methods, rows = collect(args.folders, args.size)
+    if not rows:
+        print(f"error: no finished trace run below {[str(f) for f in args.folders]}")
+        return 2
+    out = args.out or args.folders[0]
+    out.mkdir(parents=True, exist_ok=True)
+    text = table(methods, rows)
+    stem = "compare" if args.size is None else f"compare_k{args.size}"
+    write_text(out / f"{stem}.md", text + "\n")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["run", "size", "all", *methods])
+    for r in rows:
+        writer.writerow([r["run"], r["size"], r["all"], *(r["shares"].get(m, "") for m in methods)])
+    write_text(out / f"{stem}.csv", buffer.getvalue())
+    plot(methods, rows, out / f"{stem}.png")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
