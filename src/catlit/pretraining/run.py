@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from catlit.files import write_json, write_text
+from catlit.files import atomic_dir, write_json, write_text
 from catlit.models.embedded import build_embedded
 from catlit.pretraining.corpus import documents
 from catlit.pretraining.module import PackedCorpus, Pretrainer, pack
@@ -90,18 +89,11 @@ def build(cfg: DictConfig, folder: Path) -> dict:
         "wall_s": wall,
         "device": accelerator,
     }
-    building = folder.parent / f".{folder.name}.building-{os.getpid()}"
-    building.mkdir(parents=True)
-    model.cpu().eval().save_pretrained(building / "model")
-    tokenizer.save_pretrained(building / "model")
-    write_text(building / "config.yaml", OmegaConf.to_yaml(base, resolve=True))
-    write_json(building / "metrics.json", metrics)  # last: marks the base finished
-    if folder.exists():  # another process finished the same base meanwhile: keep theirs
-        import shutil
-
-        shutil.rmtree(building)
-    else:
-        os.replace(building, folder)
+    with atomic_dir(folder) as building:  # the folder appears only when complete
+        model.cpu().eval().save_pretrained(building / "model")
+        tokenizer.save_pretrained(building / "model")
+        write_text(building / "config.yaml", OmegaConf.to_yaml(base, resolve=True))
+        write_json(building / "metrics.json", metrics)
     return metrics
 
 
@@ -112,9 +104,6 @@ def run(cfg: DictConfig) -> dict:
         metrics = json.loads((folder / "metrics.json").read_text())
         print(f"pretrained base of this config already built: {folder / 'model'}", flush=True)
     else:
-        if folder.exists():  # an unfinished build: keep it aside, build anew
-            aside = folder.parent / f".{folder.name}.unfinished-{time.strftime('%Y%m%d-%H%M%S')}"
-            os.replace(folder, aside)
         print(f"pretraining catlit's base ({describe(cfg)}) into {folder}", flush=True)
         metrics = build(cfg, folder)
     print(summary(folder, metrics), flush=True)
