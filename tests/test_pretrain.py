@@ -145,3 +145,22 @@ def test_model_base_trains_and_traces_from_the_cached_base(tmp_path):
     (tuned,) = (tmp_path / "trace_models").glob(f"*{base.name}")
     adapter_or_config = json.loads((tuned / "model" / "config.json").read_text())
     assert adapter_or_config["hidden_size"] == 32  # fine-tuned from the small base, not the tiny default
+
+
+@pytest.mark.slow
+def test_iclm_acre_base_fine_tunes_every_module_from_the_base(tmp_path):
+    """`experiment=iclm_acre_base` (README "ICLM") runs ICLM's router, invariant and domain modules
+    on the pretrained base, with prompts the base's tokenizer makes longer than 256 tokens."""
+    pretrain = "model.pretrain=[" + ",".join(f"'{o}'" for o in [*SMALL, f"out_dir={tmp_path}/bases"]) + "]"
+    run = [sys.executable, "train.py", "experiment=iclm_acre_base", pretrain, "logger=none"]
+    run += ["data.params.n_train=32", "data.params.n_val=8", "data.params.n_test=8", "trainer.max_epochs=1"]
+    run += [f"paths.log_dir={tmp_path}", f"hydra.run.dir={tmp_path}/run"]
+    done = subprocess.run(run, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert {f"test/{s}/acc" for s in ("iid", "compositional", "systematic")} <= set(metrics)
+    assert any("/by_query_type/" in k for k in metrics) and "test/iid/routing_purity" in metrics
+    (base,) = (tmp_path / "bases").glob("base-*")
+    assert str(base / "model") in (tmp_path / "run" / "config.yaml").read_text()
+    adapters = {p.name for p in (tmp_path / "run" / "model").iterdir() if p.is_dir()}
+    assert {"router", "invariant", "domain_0", "domain_1"} <= adapters

@@ -129,3 +129,17 @@ def test_lora_and_full_fine_tuning_are_named_and_compared_with_their_own_baselin
     assert "| baseline LoRA | 2 |" in out and "| baseline full FT | 2 |" in out
     assert "| cat α=2.0 γ=1.0 LoRA | 2 | 100.0 ± 0.0 | 80.0 ± 0.0 | 50% ± 0 |" in out  # vs the LoRA baseline
     assert "| cat α=2.0 γ=1.0 full FT | 2 | 100.0 ± 0.0 | 60.0 ± 0.0 | 20% ± 0 |" in out
+
+
+def test_a_run_that_only_tested_is_labelled_untuned(tmp_path, capsys):
+    for seed in (0, 1):
+        fake_run(tmp_path, f"u{seed}", ["method=baseline", "train=false", f"seed={seed}"], 0.5, 0.4)
+    assert main([str(tmp_path / "sweep")]) == 0
+    assert "| baseline untuned | 2 |" in capsys.readouterr().out
+    for seed in (0, 1):  # beside fine-tuned runs: each named, and each compared with its own kind
+        fake_run(tmp_path, f"t{seed}", ["method=baseline", f"seed={seed}"], 1.0, 0.6)
+        fake_run(tmp_path, f"c{seed}", ["method=cat", f"seed={seed}"], 1.0, 0.8)
+    assert main([str(tmp_path / "sweep")]) == 0
+    out = capsys.readouterr().out
+    assert "| baseline untuned | 2 |" in out and "| baseline fine-tuned | 2 |" in out
+    assert "| cat α=2.0 γ=1.0 | 2 | 100.0 ± 0.0 | 80.0 ± 0.0 | 50% ± 0 |" in out

@@ -188,6 +188,7 @@ def aggregate(runs: list[dict], baseline: str = REFERENCE_METHOD) -> tuple[list[
             "headline": headline_keys(first),
             "capabilities": method_capabilities(first.get("method._target_", "")),
             **{k: first.get(k, "") for k in headline_keys(first)},
+            "train": first.get("train", ""),
             **dict(zip(varying, setting)),
         }
         by_seed: dict = {}
@@ -238,7 +239,10 @@ def aggregate(runs: list[dict], baseline: str = REFERENCE_METHOD) -> tuple[list[
 
 
 # settings outside the method that read better as words than as key=value
-VALUE_LABELS = {"model.lora.enabled": {"True": "LoRA", "False": "full FT"}}
+VALUE_LABELS = {
+    "model.lora.enabled": {"True": "LoRA", "False": "full FT"},
+    "train": {"True": "fine-tuned", "False": "untuned"},
+}
 
 
 def label(row: dict) -> str:
@@ -256,6 +260,8 @@ def label(row: dict) -> str:
             continue
         name = caps.label_names.get(name, name)
         parts.append(f"{name}={value}")
+    if row.get("train") == "False" and "train" not in row["label_keys"]:
+        parts.append(VALUE_LABELS["train"]["False"])  # a run that only tested: never fine-tuned
     return " ".join(parts)
 
 
