@@ -7,8 +7,9 @@ variables a rule names, compare, add, follow trials), never one task's answer:
   several rows per document (the rule stated first in half of them, to be inferred from the rows in
   the rest). Spurious and unrelated variables are drawn independently of the label.
 - `numeric`: STG_H-style rows whose answer is a stated weighted sum of some of the variables.
-- `acre`: blicket-machine episodes from the training distribution, text and symbolic encodings (the
-  compositional and systematic test kinds never appear).
+- `acre`: blicket-machine episodes of the `small` preset's training distribution, text and symbolic
+  encodings (the compositional and systematic test kinds never appear; the `acre` preset's panels
+  and `0/1/2` answers neither).
 - `arithmetic`: short word problems (add, take away, groups of, two steps).
 """
 
