@@ -47,6 +47,11 @@ def compose_pretrain(tmp_path: Path, *overrides: str):
     return cfg
 
 
+def small_base(out_dir: Path) -> str:
+    """The `model.pretrain` override that selects the tests' small base, built under `out_dir`."""
+    return "model.pretrain=[" + ",".join(f"'{o}'" for o in [*SMALL, f"out_dir={out_dir}"]) + "]"
+
+
 def test_the_corpus_is_seeded_and_draws_every_family():
     first = documents(200, 3, MIX)
     assert first == documents(200, 3, MIX)
@@ -122,7 +127,7 @@ def test_pretrain_builds_once_then_reuses(tmp_path):
 def test_model_base_trains_and_traces_from_the_cached_base(tmp_path):
     """`train.py model=base` builds the base on first use and fine-tunes it; `trace.py model=base`
     traces a baseline fine-tuned from that base (built once, then reused)."""
-    pretrain = "model.pretrain=[" + ",".join(f"'{o}'" for o in [*SMALL, f"out_dir={tmp_path}/bases"]) + "]"
+    pretrain = small_base(tmp_path / "bases")
     train = [sys.executable, "train.py", "model=base", pretrain, "experiment=quick", "logger=none"]
     train += [
         f"paths.log_dir={tmp_path}",
@@ -151,7 +156,7 @@ def test_model_base_trains_and_traces_from_the_cached_base(tmp_path):
 def test_iclm_acre_base_fine_tunes_every_module_from_the_base(tmp_path):
     """`experiment=iclm_acre_base` (README "ICLM") runs ICLM's router, invariant and domain modules
     on the pretrained base, with prompts the base's tokenizer makes longer than 256 tokens."""
-    pretrain = "model.pretrain=[" + ",".join(f"'{o}'" for o in [*SMALL, f"out_dir={tmp_path}/bases"]) + "]"
+    pretrain = small_base(tmp_path / "bases")
     run = [sys.executable, "train.py", "experiment=iclm_acre_base", pretrain, "logger=none"]
     run += ["data.params.n_train=32", "data.params.n_val=8", "data.params.n_test=8", "trainer.max_epochs=1"]
     run += [f"paths.log_dir={tmp_path}", f"hydra.run.dir={tmp_path}/run"]
