@@ -34,6 +34,22 @@ def pgbct_data() -> Path:
     return PGBCT_DATA
 
 
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """The folder `catlit-fetch smollm2` converted; absent, the test skips saying how to fetch it, or
+    fails where CATLIT_REQUIRE_REAL_MODEL=1 (CI fetches it first)."""
+    from catlit.models.fetch import folder_of, problems
+
+    folder = folder_of("smollm2")
+    found = problems(folder)
+    if found:
+        message = f"SmolLM2-135M-Instruct is not fetched ({found[0]}): run `catlit-fetch smollm2`"
+        if os.environ.get("CATLIT_REQUIRE_REAL_MODEL") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return folder
+
+
 @pytest.fixture
 def stg_corpus() -> list[str]:
     splits = STGSource("toy", seed=0, params={"n_train": 200}).load()

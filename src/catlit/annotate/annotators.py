@@ -215,10 +215,11 @@ class HFAnnotator:
         max_new_tokens: int = 256,
         dtype: str = "float32",
         device: str = "cpu",
+        gguf_file: str | None = None,
     ):
         from catlit.models.loading import load_pretrained
 
-        self.model, self.tokenizer = load_pretrained(path, dtype=dtype)
+        self.model, self.tokenizer = load_pretrained(path, dtype=dtype, gguf_file=gguf_file)
         self.model.to(device).eval()
         self.prompt, self.batch_size, self.max_new_tokens, self.device = (
             prompt,

@@ -12,6 +12,7 @@ from catlit.data.collate import Collator, check_fields
 from catlit.data.encoding import IGNORE_INDEX, Encoded, ExampleEncoder
 from catlit.data.example import Example
 from catlit.data.generated import Splits
+from catlit.data.prompts import check_format, formatter
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,10 @@ class TaskDataModule(L.LightningDataModule):
         too_long: str = "raise",
         shuffle_seed: int = 0,
         group_by: str | None = None,
+        prompt_format: str = "raw",
     ):
         super().__init__()
+        self.prompt_format = check_format(prompt_format)  # raw | chat (catlit.data.prompts)
         self.source, self.name, self.max_length = source, name, max_length
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.fields, self.eval_fields = check_fields(fields), check_fields(eval_fields)
@@ -128,7 +131,8 @@ class TaskDataModule(L.LightningDataModule):
 
     def _encode(self, examples: list[Example], name: str, training: bool = False):
         encoder = ExampleEncoder(self.tokenizer, self.max_length, too_long=self.too_long, training=training)
-        pairs = [(e, enc) for e in examples if (enc := encoder.encode(e)) is not None]
+        shape = formatter(self.prompt_format, self.tokenizer)
+        pairs = [(e, enc) for e in examples if (enc := encoder.encode(shape(e))) is not None]
         encoder.log_coverage(name) if training else encoder.log_drops(name)
         examples = [e for e, _ in pairs]
         return EncodedSplit(examples, [enc for _, enc in pairs], self.source_ids), encoder

@@ -138,7 +138,9 @@ class ExampleEncoder:
 
     def encode(self, ex: Example) -> Encoded | None:
         """The encoded row, or None for a row dropped as the constructor describes (counted)."""
-        prompt = ex.input.rstrip()  # the answer's leading space belongs to the answer's first token
+        # the answer's leading space belongs to the answer's first token; a newline that ends the prompt
+        # (a chat template's assistant header) stays in the prompt
+        prompt = ex.input.rstrip(" \t")
         if not ex.target.strip():
             self.coverage.add("empty_target")
             if self.training:

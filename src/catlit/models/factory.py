@@ -32,7 +32,9 @@ def build_model(
     attn = cfg.attn_implementation
     if cfg.path:
         tokenizer_options = dict(cfg.get("tokenizer") or {})
-        model, tokenizer = load_pretrained(cfg.path, cfg.dtype, attn, cfg.get("family"), tokenizer_options)
+        model, tokenizer = load_pretrained(
+            cfg.path, cfg.dtype, attn, cfg.get("family"), tokenizer_options, gguf_file=cfg.get("gguf_file")
+        )
     else:
         model, tokenizer = build_embedded(corpus(), dict(cfg.arch), cfg.vocab_size)
         model.to(getattr(torch, cfg.dtype))  # model.dtype holds for the embedded default too

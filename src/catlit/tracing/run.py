@@ -160,10 +160,18 @@ def setup(cfg: DictConfig) -> tuple[Tracer, list[int], list[int], int]:
     m = cfg.model
     tokenizer_options = dict(m.get("tokenizer") or {})
     model, tokenizer = load_local(
-        m.path, m.dtype, m.attn_implementation, m.get("base_path"), m.get("family"), tokenizer_options
+        m.path,
+        m.dtype,
+        m.attn_implementation,
+        m.get("base_path"),
+        m.get("family"),
+        tokenizer_options,
+        m.get("gguf_file"),
     )
     model.to(device).eval().requires_grad_(False)  # frozen: only the mask is optimised
     pairs = instantiate(cfg.pairs.loader)
+    if cfg.pairs.get("limit"):  # the first N pairs: a quick look at a large model
+        pairs = pairs[: int(cfg.pairs.limit)]
     encoded, skipped = encode_pairs(tokenizer, pairs, cfg.pairs.misaligned)
     if skipped:
         log.warning(

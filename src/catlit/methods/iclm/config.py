@@ -14,7 +14,7 @@ AGGREGATIONS = (
 )  # fmt: skip
 MODES = ("dense", "sparse")
 ROUTE_ON = ("prompt", "sequence")
-HEADS = ("full", "projected")
+HEADS = ("auto", "full", "projected", "base")
 MI_POSITIONS = ("predicting", "answer")
 MI_REDUCE = ("groups", "topk_shared")
 
@@ -42,7 +42,7 @@ class ICLMConfig:
     norm_padding: bool = False  # true: the aggregation's BatchNorm also counts padding positions (release)
     restart_after: int | None = None  # revive a codeword no input chose for this many training steps
     eval_module: str = "aggregate"
-    head: str = "full"
+    head: str = "auto"
 
     def __post_init__(self) -> None:
         self.adapter = adapter_config(self.adapter)

@@ -74,6 +74,7 @@ class IndependentCausalLM(Method, nn.Module):
         self.router: VQRouter | None = None
         self.norm: nn.Module | None = None
         self.head: nn.Linear | None = None
+        self.head_type = self.config.head  # `auto` resolves in build()
         self.counts = nn.ModuleDict()  # per stage ("train", "val/iid", ...): RoutingCounts
         self._adapter_weights: dict[str, list] = {}
 
@@ -101,11 +102,22 @@ class IndependentCausalLM(Method, nn.Module):
         c = self.config
         adapters = len(self.adapter_names) * c.adapter.r * parameters_per_rank(model, c.adapter)
         router = hidden * c.latent + c.latent + 2 * c.latent + len(self.domains) * c.latent
+        head_kind = self.head_kind(model)
         norm = {"norm_hidden_states": 2 * 2 * hidden, "norm_logits": 2 * vocab}.get(c.aggregation, 0)
         head = 0
         if c.aggregation in ("norm_hidden_states", "hidden_states"):
-            head = 2 * hidden * (vocab if c.head == "full" else hidden)
+            head = 2 * hidden * (vocab if head_kind == "full" else hidden)
+            norm = 0 if head_kind == "base" else norm
         return adapters + router + norm + head
+
+    def head_kind(self, model) -> str:
+        """`head=auto`: `base` on a pretrained checkpoint (its own head reads the modules' mean state,
+        so the untrained ICLM predicts exactly what the checkpoint does), `full` on catlit's random-init
+        embedded model (nothing to keep)."""
+        if self.config.head != "auto":
+            return self.config.head
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        return "base" if getattr(base, "name_or_path", "") else "full"
 
     # ---- building ------------------------------------------------------------------------------
     @property
@@ -119,6 +131,7 @@ class IndependentCausalLM(Method, nn.Module):
     def build(self, model, tokenizer=None):
         """m + 2 LoRA adapters on the one frozen base, then the router and the aggregation head."""
         c = self.config
+        self.head_type = self.head_kind(model)
         model = add_named_adapters(model, self.adapter_names, c.adapter, owner=self.name)
         base = model.get_base_model()
         hidden = base.get_output_embeddings().in_features
@@ -127,10 +140,11 @@ class IndependentCausalLM(Method, nn.Module):
         if c.aggregation == "norm_logits":  # the release: a BatchNorm over the vocabulary
             self.norm = nn.BatchNorm1d(vocab)
         if c.aggregation in ("norm_hidden_states", "hidden_states"):
-            self.norm = nn.BatchNorm1d(2 * hidden) if c.aggregation == "norm_hidden_states" else nn.Identity()
-            if c.head == "full":
+            normed = c.aggregation == "norm_hidden_states" and self.head_type != "base"
+            self.norm = nn.BatchNorm1d(2 * hidden) if normed else nn.Identity()
+            if self.head_type == "full":
                 self.head = nn.Linear(2 * hidden, vocab, bias=False)
-            else:  # 2D -> D, then the base's own (frozen) output head
+            else:  # 2D -> D (the modules' mean at first), then the base's own (frozen) output head
                 self.head = nn.Linear(2 * hidden, hidden, bias=False)
                 with torch.no_grad():
                     self.head.weight.copy_(torch.cat([torch.eye(hidden), torch.eye(hidden)], dim=1) / 2)
@@ -228,7 +242,7 @@ class IndependentCausalLM(Method, nn.Module):
             return 0.5 * inv + 0.5 * dom
         joint = torch.cat([h_inv, h_dom], dim=-1).float()
         normed = self._normed(joint, mask, sel)
-        if self.config.head == "projected":
+        if self.head_type != "full":
             output = model.get_base_model().get_output_embeddings()
             return output(self.head(normed).to(output.weight.dtype))
         return self.head(normed)
@@ -357,7 +371,8 @@ class IndependentCausalLM(Method, nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         torch.save(nn.Module.state_dict(self), directory / "iclm.pt")
-        (directory / "iclm.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+        settings = {**self.config.to_dict(), "head": self.head_type}  # as built: `auto` resolved
+        (directory / "iclm.json").write_text(json.dumps(settings, indent=2))
 
     @classmethod
     def from_pretrained(cls, directory, base_model, **overrides):
