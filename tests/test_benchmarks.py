@@ -80,3 +80,12 @@ def test_gpu_check_runs_its_code_paths_on_a_tiny_model_on_cpu(capsys):
         assert plain > 0 and cat > 0
     traced = [line for line in printed if line.startswith(("| PGB-CT", "| AtP"))]
     assert len(traced) == 3 and all(line.split("|")[2].strip().endswith(" s") for line in traced)
+
+
+@pytest.mark.real_model
+def test_real_model_benchmark_times_a_cat_step_on_smollm2(smollm2):
+    from benchmarks.real_model_cpu import step_worker
+
+    result = step_worker("lora", "bf16-mixed", "cat", 2, 1)
+    assert result["step_s"] > 0 and result["tokens_per_s"] > 0
+    assert result["shape"][0] == 16 and 40 <= result["shape"][1] <= 48  # the STG toy batch on SmolLM2

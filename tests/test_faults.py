@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -281,14 +282,19 @@ def test_a_crafted_checkpoint_runs_no_code_even_when_the_environment_allows_it(t
         ("search.init=nan", "search.init=nan: must be a number in [0, 1]"),
         ("search.epochs=0", "search.epochs=0: must be an integer >= 1"),
         ("select.k=0", "select.k=0: must be null or an integer >= 1"),
-        ("search.lr.heads=-1", "search.lr.heads=-1: must be a finite number > 0"),
+        ("search.lr.heads=-1", "search.lr.heads=-1: must be a number in (0, 10]"),
+        ("search.lr.heads=1e38", "search.lr.heads=1e+38: must be a number in (0, 10]"),
+        ("search.lr=0.1", "search.lr=0.1: must be a rate per component kind"),
+        ("pairs.limit=1", "pairs.limit=1: must be null or an integer >= 2"),
     ],
 )
 def test_trace_settings_are_checked_before_anything_is_written(tmp_path, override, message):
+    import re
+
     from catlit.errors import ConfigError
     from catlit.tracing.run import run as trace_run
 
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         trace_run(compose_cfg(tmp_path, ["model.path=/unused", override], config_name="trace"))
     assert not (tmp_path / "run").exists()
 
@@ -391,3 +397,106 @@ def test_report_skips_damaged_runs_by_name_and_ignores_traces(tmp_path, capsys):
     assert f"skipped {tmp_path / 'c' / 'metrics.json'}: test/iid/acc=nan is not a finite number" in err
     assert "2 run(s) skipped" in err and "trace" not in err
     assert "1 runs, 1 settings" in out
+
+
+# ---- bad input named in one line (file, field), never a traceback ---------------------------------
+def test_a_model_folder_with_a_damaged_config_json_is_named(tmp_path, tiny_checkpoint):
+    import shutil
+
+    from catlit.models.loading import load_pretrained
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_checkpoint, folder)
+    (folder / "config.json").write_text('{"model_type": "llama", "hidd')
+    with pytest.raises(ValueError, match=r"could not be read: .*config.json.* is not a valid JSON file"):
+        load_pretrained(folder)
+
+
+def test_a_damaged_selection_json_is_named(tmp_path):
+    from catlit.hooks.selection import read_head_selection
+
+    (tmp_path / "selection.json").write_text('{"components": [{"kind": "heads", "lay')
+    (tmp_path / "metrics.json").write_text("{}")
+    with pytest.raises(ValueError, match=f"{tmp_path / 'selection.json'} is damaged"):
+        read_head_selection(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"null", "expected a list of problems, got NoneType"), (b"[\xff\xfe]", "not UTF-8 text (byte 1")],
+)
+def test_an_acre_file_holding_null_or_other_bytes_is_named(tmp_path, content, message):
+    from catlit.data.acre_benchmark import read_raw
+    from catlit.data.example import DataError
+
+    (tmp_path / "train.json").write_bytes(content)
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'train.json'}: {message}")):
+        read_raw(tmp_path / "train.json")
+
+
+def test_acre_files_with_a_test_split_missing_say_so(tmp_path, caplog):
+    from catlit.data import acre_benchmark as bench
+    from catlit.data.sources import ACREFilesSource
+
+    rng = random.Random(1)
+    splits = [(regime, split) for regime in bench.REGIMES for split in ("train", "val", "test")]
+    bench.write_raw(tmp_path, {key: [bench.sample_problem(rng, *key) for _ in range(2)] for key in splits})
+    (tmp_path / "Sys" / "test.json").unlink()
+    with caplog.at_level("WARNING"):
+        splits = ACREFilesSource(str(tmp_path)).load()
+    assert "systematic" not in splits.test and "1 ACRE test split(s) missing" in caplog.text
+    assert str(tmp_path / "Sys" / "test.json") in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("max_cause_share=abc", "max_cause_share='abc': must be a number in (0, 1]"),
+        ("max_cause_share=0", "max_cause_share=0: must be a number in (0, 1]"),
+        ("max_cause_share=-1", "max_cause_share=-1: must be a number in (0, 1]"),
+    ],
+)
+def test_annotate_settings_are_checked_before_any_request(tmp_path, override, message):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"input": "Smoking: 9 Answer: ", "target": "High"}\n')
+    args = [sys.executable, "annotate.py", f"input={rows}", override, f"paths.log_dir={tmp_path}"]
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert message in done.stderr
+    assert not (tmp_path / "annotations").exists()  # nothing asked, nothing written
+
+
+def test_an_unset_api_key_variable_is_one_line(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"input": "Smoking: 9 Answer: ", "target": "High"}\n')
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    args = [sys.executable, "annotate.py", f"input={rows}", "annotator=openai", f"paths.log_dir={tmp_path}"]
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("error:")]
+    assert "annotator.api_key_env=OPENAI_API_KEY: that environment variable is not set" in line
+
+
+def test_a_run_that_died_before_its_first_checkpoint_does_not_block_its_folder(tmp_path):
+    """Its leftovers are kept aside and the rerun trains; a trace's likewise."""
+    from catlit.tracing.run import run as trace_run
+
+    run_dir = tmp_path / "run"
+    (run_dir / "csv").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("method: {name: cat}\n")  # what a run killed in epoch 0 left
+    (run_dir / "csv" / "metrics.csv").write_text("step\n")
+    _, _, metrics, _ = train(tmp_path)
+    assert "test/iid/acc" in metrics
+    (aside,) = run_dir.glob(".stopped-*")
+    assert (aside / "config.yaml").read_text() == "method: {name: cat}\n" and (aside / "csv").is_dir()
+    # a finished run is still refused, and so is one with a checkpoint to resume
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        train(tmp_path)
+    trace_dir = tmp_path / "trace"
+    trace_dir.mkdir()
+    (trace_dir / "config.yaml").write_text("seed: 1\n")  # a trace killed mid-search
+    cfg = compose_cfg(tmp_path, ["model.path=/unused"], config_name="trace")
+    cfg.paths.output_dir = str(trace_dir)
+    with pytest.raises(FileNotFoundError, match="/unused"):  # got past the folder check
+        trace_run(cfg)
+    assert (next(trace_dir.glob(".stopped-*")) / "config.yaml").read_text() == "seed: 1\n"

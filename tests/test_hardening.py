@@ -161,3 +161,26 @@ def test_rows_that_cannot_train_are_dropped_and_counted(tmp_path, stg_corpus, ca
         assert f"1 row(s) dropped: {reason}" in caplog.text
     # outside training a cut answer does not matter (the prompt is what is scored)
     assert ExampleEncoder(tok, max_length=64).encode(cut_answer) is not None
+
+
+@pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)])
+def test_atomic_writes_honour_the_umask(tmp_path, umask, file_mode, dir_mode):
+    """A colleague reads a run's metrics.json, model/ and the fetched model as they read any file the
+    user wrote: the temporary file's 0600 and folder's 0700 are not what is left behind."""
+    import os
+
+    from catlit.files import atomic_dir, write_json
+
+    old = os.umask(umask)
+    try:
+        write_json(tmp_path / "metrics.json", {"a": 1})
+        with atomic_dir(tmp_path / "model") as folder:
+            (folder / "weights.bin").write_bytes(b"x")
+            os.chmod(folder / "weights.bin", 0o600)  # as some writers leave their files
+            (folder / "sub").mkdir(mode=0o700)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == file_mode
+    assert (tmp_path / "model").stat().st_mode & 0o777 == dir_mode
+    assert (tmp_path / "model" / "sub").stat().st_mode & 0o777 == dir_mode
+    assert (tmp_path / "model" / "weights.bin").stat().st_mode & 0o777 == file_mode

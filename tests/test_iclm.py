@@ -197,6 +197,7 @@ def test_iclm_sparse_mode_computes_what_dense_mode_computes():
     split_routes(dense, model, batch)
     sparse = IndependentCausalLM(adapter=NO_DROPOUT, mode="sparse")
     sparse.router, sparse.norm, sparse.head = dense.router, dense.norm, dense.head
+    sparse.head_type = dense.head_type  # as build() resolved it
     sparse._adapter_weights = dense._adapter_weights
     sparse.eval()
     a = dense.forward(model, batch, "val/iid")

@@ -161,3 +161,38 @@ def test_a_folder_that_is_not_a_checkpoint_says_what_it_lacks(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(FileNotFoundError, match="is a folder but not a checkpoint: it has no config.json"):
         load_pretrained(tmp_path)
+
+
+# ---- SmolLM2: the HF cache first, then the copy `catlit-fetch` converted, then one error line -----
+def test_smollm2_names_its_hub_id_family_and_lora(tmp_path):
+    cfg = compose_cfg(tmp_path, ["model=smollm2"])
+    assert cfg.model.path == "HuggingFaceTB/SmolLM2-135M-Instruct" and cfg.model.family == "llama"
+    assert cfg.model.lora.enabled == "auto" and cfg.model.lora.r == 16 and cfg.model.gguf_file is None
+
+
+def test_a_hub_id_resolves_to_the_cache_then_the_fetched_copy_then_says_how_to_fetch(
+    tmp_path, monkeypatch, checkpoints, capsys
+):
+    import shutil
+
+    from catlit.models import fetch
+    from catlit.models.loading import resolve
+
+    hub_id = fetch.SOURCES["smollm2"].hub_id
+    monkeypatch.setenv("CATLIT_CACHE", str(tmp_path / "catlit"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    with pytest.raises(FileNotFoundError, match="or, from the package index alone, `catlit-fetch smollm2`"):
+        resolve(hub_id)
+    copy = fetch.folder_of("smollm2")  # a complete fetched copy (a tiny llama, with its manifest)
+    shutil.copytree(checkpoints["llama"], copy)
+    fetch.write_manifest(copy, hub_id=hub_id)
+    assert resolve(hub_id) == str(copy)
+    assert "not in the Hugging Face cache; using the copy `catlit-fetch` converted" in capsys.readouterr().out
+    (copy / "model.safetensors").write_bytes(b"cut")  # a damaged copy is not taken
+    with pytest.raises(FileNotFoundError, match="catlit-fetch smollm2"):
+        resolve(hub_id)
+    hub = tmp_path / "hub"  # and the Hugging Face cache comes first
+    fill_cache(hub, hub_id, checkpoints["llama"])
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(hub))
+    assert resolve(hub_id) == hub_id

@@ -112,6 +112,35 @@ def test_every_stg_row_gets_its_causal_mask_on_smollm2s_tokenizer(model_and_toke
             assert c["causes_matched"] == c["causes"] and c["effects_matched"] == c["effects"]
 
 
+def test_the_efficient_capture_matches_eager_attention_on_smollm2s_grouped_heads(model_and_tokenizer):
+    """30 layers of 9 query heads over 3 key-value heads, real attention patterns on the STG batch:
+    the efficient capture's loss and LoRA gradients equal the eager full maps'."""
+    import copy
+
+    from benchmarks.real_model_cpu import stg_batch
+
+    from catlit.models.lora import apply_lora
+    from tests.test_capture import assert_same, loss_and_grads
+
+    base, tok = model_and_tokenizer
+    batch = stg_batch(tok, size=4)
+    torch.manual_seed(0)
+    fast = apply_lora(copy.deepcopy(base), r=4, alpha=8, dropout=0.0)
+    for name, p in fast.named_parameters():  # non-zero B, so every adapter gets a gradient
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.02)
+    eager = copy.deepcopy(fast)
+    eager.set_attn_implementation("eager")
+    fast.set_attn_implementation("sdpa")
+    from catlit.hooks.attention import EagerAttentionCapture, RowAttentionCapture
+
+    assert_same(
+        loss_and_grads(eager, EagerAttentionCapture(), batch),
+        loss_and_grads(fast, RowAttentionCapture(), batch),
+        atol=2e-5,
+    )
+
+
 def test_generation_through_catlit_scoring_answers_factual_prompts(tmp_path, smollm2):
     """A test-only run (train=false) of the untuned model: in its chat template it answers every
     question, stopping at <|im_end|>; raw, as the CAT authors prompt, it answers none."""

@@ -34,3 +34,17 @@ def test_methods_are_compared_at_each_runs_pgbct_size_as_shares_of_all(tmp_path,
 def test_no_finished_run_is_one_error(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     assert "no finished trace run" in capsys.readouterr().out
+
+
+def test_unfinished_and_damaged_runs_are_named_and_counted_not_dropped_silently(tmp_path, capsys):
+    trace_run(tmp_path / "s1", 2, {"pgbct": {2: 80.0}}, 100.0)
+    (tmp_path / "s2").mkdir()
+    (tmp_path / "s2" / "selection.json").write_text("{}")  # unfinished
+    trace_run(tmp_path / "s3", 2, {"pgbct": {2: 1.0}}, 10.0)
+    (tmp_path / "s3" / "metrics.json").write_text('{"pgbct/size": 2, "all/k8/eff')  # truncated
+    assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    captured = capsys.readouterr()
+    assert "| s1 | 2 |" in captured.out and "| s3 |" not in captured.out
+    assert f"skipped {tmp_path / 's2'}: unfinished" in captured.err
+    assert f"skipped {tmp_path / 's3' / 'metrics.json'}: unreadable (JSONDecodeError" in captured.err
+    assert "2 trace run(s) skipped" in captured.err

@@ -2,7 +2,9 @@
 
 - `RunDir.claim()`: an exclusive lock on the directory for the life of the run (a second run into the
   same directory is refused in one line), then a check that it holds no other run (unless the run
-  resumes from a checkpoint inside it).
+  resumes from a checkpoint inside it). What a run that stopped before its first checkpoint left
+  (config, logs; no results, model or checkpoint) is moved aside into `.stopped-<time>-<pid>/`, so a
+  rerun into the same directory is not refused forever.
 - Every file is written atomically (`catlit.files`): a temporary file in
   the same directory, flushed to disk and renamed over the old one, so a reader (or a crash) sees the
   old complete file or the new one, never a part, and a failed write keeps the old file.
@@ -26,6 +28,8 @@ from catlit.secrets import redact
 LOCK = ".lock"
 KEEP = {".hydra", LOCK}  # what Hydra (and the lock) put into a run directory before the run starts
 FINISHED = "metrics.json"
+STOPPED = ".stopped-"  # what a run that stopped before its first checkpoint left, kept aside
+WORK = {FINISHED, "model", "selection.json", "summary.md", "predictions"}  # never set aside
 
 
 def is_finished(folder: Path) -> bool:
@@ -82,11 +86,18 @@ class RunDir:
             self._lock_handle = None
 
     def _check_free(self, resume_from: str | None, what: str) -> None:
-        existing = sorted(p.name for p in self.path.iterdir() if p.name not in KEEP and p.suffix != ".log")
+        existing = sorted(
+            p.name
+            for p in self.path.iterdir()
+            if p.name not in KEEP and p.suffix != ".log" and not p.name.startswith(STOPPED)
+        )
         if not existing:
             return
         if resume_from and Path(resume_from).resolve().is_relative_to(self.path.resolve()):
             return  # resuming this very run
+        if not self._holds_work(existing):
+            self._set_aside(existing, what)
+            return
         hint = (
             f", or resume it with ckpt_path={self.path}/checkpoints/last.ckpt"
             if (self.path / "checkpoints").is_dir()
@@ -95,6 +106,25 @@ class RunDir:
         raise FileExistsError(
             f"run directory {self.path} already holds a {what} ({', '.join(existing[:5])}): choose another "
             f"hydra.run.dir{hint}"
+        )
+
+    def _holds_work(self, existing: list[str]) -> bool:
+        """A finished or partly finished run (results, a saved model, a checkpoint to resume from)."""
+        return bool(set(existing) & WORK) or any((self.path / "checkpoints").glob("*.ckpt"))
+
+    def _set_aside(self, existing: list[str], what: str) -> None:
+        """What a run that stopped before its first checkpoint left (its config, logs, a base model):
+        kept, under a hidden folder of this directory, and the directory is free again."""
+        import time
+
+        aside = self.path / f"{STOPPED}{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        aside.mkdir()
+        for name in existing:
+            os.replace(self.path / name, aside / name)
+        print(
+            f"run directory {self.path} held a {what} that stopped before its first checkpoint: moved what "
+            f"it left ({', '.join(existing[:5])}) to {aside.name}/",
+            flush=True,
         )
 
     def write_config(self, cfg: DictConfig) -> None:

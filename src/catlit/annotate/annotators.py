@@ -23,6 +23,7 @@ import torch
 from catlit.annotate.parse import extract_json
 from catlit.annotate.prompt import PromptBuilder, render_plain
 from catlit.data.example import CausalLink, DataError, Example, parse_important
+from catlit.errors import ConfigError
 from catlit.secrets import check_env_name
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class OpenAIAnnotator:
         if api_key_env:
             key = os.environ.get(api_key_env)
             if not key:
-                raise RuntimeError(
+                raise ConfigError(
                     f"annotator.api_key_env={api_key_env}: that environment variable is not set "
                     "(API keys are read from the environment only)"
                 )

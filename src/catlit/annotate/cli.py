@@ -22,7 +22,15 @@ def run_annotation(cfg):
 
     from catlit.annotate.pipeline import annotate_file, summary_table
     from catlit.annotate.prompt import SYSTEM, TEMPLATE, PromptBuilder
+    from catlit.errors import check_rules, integer, number
 
+    check_rules(  # before anything is asked of a (paid) annotator
+        cfg,
+        {
+            "max_cause_share": (number(lambda v: 0 < v <= 1), "a number in (0, 1]"),
+            "limit": (lambda v: v is None or integer(lambda k: k >= 1)(v), "null or an integer >= 1"),
+        },
+    )
     demos = OmegaConf.to_container(cfg.demos.examples, resolve=True) if cfg.get("demos") else []
     prompt = PromptBuilder(cfg.prompt.system or SYSTEM, cfg.prompt.template or TEMPLATE, demos)
     # partial, then call: passed through instantiate, the dataclass would become a config node

@@ -322,7 +322,11 @@ def read_raw(path: Path) -> list[Problem]:
     if not path.is_file():
         raise FileNotFoundError(f"ACRE raw file {path} does not exist")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: not JSON ({err.msg} at line {err.lineno})") from None
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a list of problems, got {type(data).__name__}")
     return [from_raw(panels, f"{path}: problem {i}") for i, panels in enumerate(data)]

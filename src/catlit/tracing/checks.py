@@ -35,9 +35,15 @@ RULES = {
 
 def check_trace_config(cfg: DictConfig) -> None:
     check_rules(cfg, RULES)
-    for kind, rate in (cfg.search.get("lr") or {}).items():
-        if not number(lambda v: v > 0)(rate):
-            raise ConfigError(f"search.lr.{kind}={rate!r}: must be a finite number > 0")
+    rates = cfg.search.get("lr")
+    if not isinstance(rates, DictConfig):
+        raise ConfigError(
+            f"search.lr={rates!r}: must be a rate per component kind, e.g. {{heads: 0.1, mlp: 0.5}}"
+        )
+    for kind, rate in rates.items():
+        # Adam moves z by about lr a step and z lives in [0, 1]: a step past 10 is a typo, not a setting
+        if not number(lambda v: 0 < v <= 10)(rate):
+            raise ConfigError(f"search.lr.{kind}={rate!r}: must be a number in (0, 10]")
 
 
 def check_sizes(cfg: DictConfig, numel: int) -> None:

@@ -15,6 +15,7 @@ import argparse
 import csv
 import io
 import json
+import sys
 from pathlib import Path
 
 from catlit.files import write_text
@@ -27,14 +28,19 @@ from catlit.tracing.baselines import BASELINES
 def collect(folders: list[Path], size: int | None = None) -> tuple[list[str], list[dict]]:
     """(methods, one row per run: name, size, all-components effect, {method: share of it}); the
     size is each run's PGB-CT set size, or `size`."""
-    rows, methods = [], []
+    rows, methods, passed = [], [], []
     for folder in folders:
         for selection in sorted(Path(folder).rglob("selection.json")):
             run = selection.parent
             if not is_finished(run):
+                passed.append(f"{run}: unfinished (no metrics.json)")
                 continue
-            metrics = json.loads((run / "metrics.json").read_text())
-            k = int(size or metrics["pgbct/size"])
+            try:
+                metrics = json.loads((run / "metrics.json").read_text())
+                k = int(size or metrics["pgbct/size"])
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+                passed.append(f"{run / 'metrics.json'}: unreadable ({type(err).__name__}: {err})")
+                continue
             full = _all(metrics)
             shares = {}
             for key, value in metrics.items():
@@ -43,6 +49,10 @@ def collect(folders: list[Path], size: int | None = None) -> tuple[list[str], li
                     shares[method] = value / full
                     methods.append(method)
             rows.append({"run": run.name, "size": k, "all": full, "shares": shares})
+    for why in passed:  # counted and named, never dropped silently
+        print(f"warning: skipped {why}", file=sys.stderr)
+    if passed:
+        print(f"warning: {len(passed)} trace run(s) skipped (see above)", file=sys.stderr)
     order = list(BASELINES)  # PGB-CT first, then the registry's order
     return sorted(
         dict.fromkeys(methods), key=lambda m: (m != "pgbct", order.index(m) if m in order else 99)
