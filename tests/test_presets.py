@@ -196,3 +196,21 @@ def test_a_hub_id_resolves_to_the_cache_then_the_fetched_copy_then_says_how_to_f
     fill_cache(hub, hub_id, checkpoints["llama"])
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(hub))
     assert resolve(hub_id) == hub_id
+
+
+def test_a_truncated_file_in_the_hf_cache_is_named_with_how_to_fetch_it_again(
+    tmp_path, monkeypatch, checkpoints
+):
+    from catlit.models.loading import load_pretrained
+
+    snapshot = fill_cache(tmp_path / "hub", "gpt2", checkpoints["gpt2"])
+    weights = snapshot / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    with pytest.raises(
+        ValueError,
+        match=r"models--gpt2/snapshots/\w+/model.safetensors is truncated .*; download it again: "
+        r"`hf download gpt2 --force-download`",
+    ):
+        load_pretrained("gpt2")

@@ -169,3 +169,35 @@ def test_iclm_acre_base_fine_tunes_every_module_from_the_base(tmp_path):
     assert str(base / "model") in (tmp_path / "run" / "config.yaml").read_text()
     adapters = {p.name for p in (tmp_path / "run" / "model").iterdir() if p.is_dir()}
     assert {"router", "invariant", "domain_0", "domain_1"} <= adapters
+
+
+def test_a_damaged_cached_base_is_named_kept_aside_and_built_again(tmp_path, capsys):
+    from catlit.pretraining.run import run
+
+    cfg = compose_pretrain(tmp_path)
+    run(cfg)
+    folder = base_folder(cfg)
+    weights = folder / "model" / "model.safetensors"
+    whole = weights.read_bytes()
+    weights.write_bytes(whole[: len(whole) // 2])  # a disk that filled, a copy cut short
+    capsys.readouterr()
+    run(cfg)
+    out = capsys.readouterr().out
+    assert f"the cached base is damaged ({weights} is truncated" in out or f"({weights} has" in out
+    assert "building it again" in out and "already built" not in out
+    assert weights.read_bytes() == whole  # rebuilt (deterministic), and the damaged one kept aside
+    (aside,) = tmp_path.glob(f".{folder.name}.damaged-*")
+    assert (aside / "model" / "model.safetensors").stat().st_size == len(whole) // 2
+
+
+def test_a_truncated_weights_file_is_named_when_a_model_loads(tmp_path):
+    from catlit.models.loading import load_pretrained
+    from catlit.pretraining.run import run
+
+    cfg = compose_pretrain(tmp_path)
+    run(cfg)
+    model = base_folder(cfg) / "model"
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(ValueError, match=f"{weights} has .* bytes where its header says"):
+        load_pretrained(model)

@@ -80,6 +80,32 @@ def resolve(path: str | Path, key: str = "model.path", gguf_file: str | None = N
     return str(path)
 
 
+def check_weights_of(source: str, asked: str) -> None:
+    """A local folder's (or the HF cache snapshot's) weight files are whole, or one error naming the
+    file and how to get it back."""
+    from catlit.models.integrity import check_weights
+
+    if Path(source).is_dir():
+        fix = (
+            f"run `catlit-fetch {_fetched_name(source)} --force`"
+            if _fetched_name(source)
+            else ("write the checkpoint again (or restore the file)")
+        )
+        check_weights(source, fix)
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(source, "config.json")
+    if isinstance(found, str):
+        check_weights(Path(found).parent, f"download it again: `hf download {asked} --force-download`")
+
+
+def _fetched_name(folder: str) -> str | None:
+    from catlit.models.fetch import SOURCES, folder_of
+
+    return next((name for name in SOURCES if Path(folder) == folder_of(name)), None)
+
+
 def fetched_copy(hub_id: str) -> Path | None:
     from catlit.models.fetch import copy_of
 
@@ -156,6 +182,7 @@ def load_pretrained(
         model, tok = load_gguf(source, gguf_file, dtype, attn_implementation)
         check_family(model.config, family, f"{source}/{gguf_file}")
         return model, with_pad_and_bos(tok, source, **(tokenizer or {}))
+    check_weights_of(source, str(path))
     try:
         config = AutoConfig.from_pretrained(source)
         check_family(config, family, source)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from catlit.files import atomic_dir, write_json, write_text
 from catlit.models.embedded import build_embedded
+from catlit.models.fetch import MANIFEST, problems, write_manifest
+from catlit.models.integrity import safetensors_problem
 from catlit.pretraining.corpus import documents
 from catlit.pretraining.module import PackedCorpus, Pretrainer, pack
 from catlit.rundir import is_finished
@@ -92,14 +95,43 @@ def build(cfg: DictConfig, folder: Path) -> dict:
     with atomic_dir(folder) as building:  # the folder appears only when complete
         model.cpu().eval().save_pretrained(building / "model")
         tokenizer.save_pretrained(building / "model")
+        write_manifest(
+            building / "model", what="catlit's pretrained base"
+        )  # sizes and hashes, checked on reuse
         write_text(building / "config.yaml", OmegaConf.to_yaml(base, resolve=True))
         write_json(building / "metrics.json", metrics)
     return metrics
 
 
+def base_problem(folder: Path) -> str | None:
+    """Why a built base cannot be reused (a file cut short or changed since it was written), or None."""
+    if not is_finished(folder):
+        return None
+    model = folder / "model"
+    found = problems(model) if (model / MANIFEST).is_file() else []  # bases built before manifests
+    found += [p for f in sorted(model.glob("*.safetensors")) if (p := safetensors_problem(f))]
+    try:
+        json.loads((folder / "metrics.json").read_text())
+    except ValueError:
+        found.append(f"{folder / 'metrics.json'} is damaged")
+    return found[0] if found else None
+
+
+def set_aside_if_damaged(folder: Path) -> None:
+    """A damaged base is kept aside (named) and built again."""
+    problem = base_problem(folder)
+    if problem:
+        aside = folder.parent / f".{folder.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+        os.replace(folder, aside)
+        print(
+            f"the cached base is damaged ({problem}): moved it to {aside} and building it again", flush=True
+        )
+
+
 def run(cfg: DictConfig) -> dict:
     """The pretrain.py recipe: reuse the cached base of this config, or build it."""
     folder = base_folder(cfg)
+    set_aside_if_damaged(folder)
     if is_finished(folder):
         metrics = json.loads((folder / "metrics.json").read_text())
         print(f"pretrained base of this config already built: {folder / 'model'}", flush=True)
@@ -134,6 +166,7 @@ def ensure_base(overrides: list[str]) -> Path:
 
     cfg = compose("pretrain", overrides=list(overrides))
     folder = base_folder(cfg)
+    set_aside_if_damaged(folder)
     if not is_finished(folder):
         print("model=base: the pretrained base of this config is not built yet; building it once", flush=True)
         run(cfg)
