@@ -198,6 +198,44 @@ def test_a_key_on_the_command_line_is_written_nowhere(tmp_path):
     assert SECRET not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
+def test_a_key_inside_a_dict_override_is_written_nowhere_and_a_crash_does_not_print_it(tmp_path):
+    settings = f"+logger.wandb.settings={{api_key: {SECRET}}}"
+    result = cli("train.py", f"paths.log_dir={tmp_path}", *QUICK, "logger=wandb", settings)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs" / "train").iterdir()
+    assert list(run_dir.glob("wandb/*/files")) and (run_dir / ".hydra" / "hydra.yaml").is_file()
+    assert files_holding(tmp_path, SECRET) == [] and SECRET not in result.stdout + result.stderr
+    assert "api_key: ***" in (run_dir / ".hydra" / "overrides.yaml").read_text()
+    # a crash (not a user error: a traceback) with keys on the command line, both forms
+    crash = cli(
+        "annotate.py", f"input={tmp_path / 'absent.jsonl'}", f"+annotator.api_key={SECRET}",
+        f"paths.log_dir={tmp_path / 'a'}",
+    )  # fmt: skip
+    crash2 = cli("train.py", f"paths.log_dir={tmp_path / 'b'}", *QUICK, settings, "+trainer.no_such_arg=1")
+    for done in (crash, crash2):
+        assert done.returncode != 0 and SECRET not in done.stdout + done.stderr, done.stderr[-2000:]
+    assert files_holding(tmp_path, SECRET) == []
+
+
+def test_a_refused_run_never_touches_the_folder_it_was_refused(tmp_path):
+    from catlit.rundir import RunDir
+
+    run_dir = tmp_path / "run"
+    first = cli("train.py", f"hydra.run.dir={run_dir}", *QUICK, "seed=3")
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = {p: p.read_bytes() for p in (run_dir / ".hydra").iterdir()}
+    assert "seed=3" in (run_dir / ".hydra" / "overrides.yaml").read_text()
+    again = cli("train.py", f"hydra.run.dir={run_dir}", *QUICK, "seed=7")  # into a finished run
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+    with RunDir(run_dir).claim(resume_from=str(run_dir / "checkpoints" / "last.ckpt")):  # a live run holds it
+        busy = cli("train.py", f"hydra.run.dir={run_dir}", *QUICK, "seed=8")
+        assert busy.returncode == 2 and "is in use by another catlit run" in busy.stderr
+        traced = cli("trace.py", f"hydra.run.dir={run_dir}", "model.path=/unused", "seed=9")
+        assert traced.returncode == 2 and "is in use by another catlit run" in traced.stderr
+    assert {p: p.read_bytes() for p in (run_dir / ".hydra").iterdir()} == before
+
+
 def test_a_key_given_as_the_variable_name_is_refused_without_echoing_it(tmp_path):
     rows = tmp_path / "rows.jsonl"
     rows.write_text(json.dumps({"input": "Smoking: 3 Answer: ", "target": "Low Risk"}) + "\n")
@@ -231,6 +269,10 @@ def test_secret_keys_are_told_from_tokenizer_tokens():
         "slip": {"api_key_env": REDACTED},
     }
     assert redact_override("+annotator.api_key=sk-1") == "+annotator.api_key=***"
+    assert redact_override("+logger.wandb.settings={api_key: sk-1, mode: x}") == (
+        "+logger.wandb.settings={api_key: ***, mode: x}"
+    )
+    assert redact_override("+x=[{hf_token: hf_1}, 2]") == "+x=[{hf_token: ***}, 2]"
     assert redact_override("model.tokenizer.pad_token=<pad>") == "model.tokenizer.pad_token=<pad>"
 
 

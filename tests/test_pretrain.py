@@ -201,3 +201,18 @@ def test_a_truncated_weights_file_is_named_when_a_model_loads(tmp_path):
     weights.write_bytes(weights.read_bytes()[:-100])
     with pytest.raises(ValueError, match=f"{weights} has .* bytes where its header says"):
         load_pretrained(model)
+
+
+def test_two_pretrain_runs_of_one_config_build_it_once(tmp_path):
+    args = [sys.executable, "pretrain.py", *SMALL, f"out_dir={tmp_path}"]
+    runs = [
+        subprocess.Popen(
+            [*args, f"hydra.run.dir={tmp_path}/h{i}"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
+        for i in range(2)
+    ]
+    outs = [r.communicate(timeout=600)[0] for r in runs]
+    assert [r.returncode for r in runs] == [0, 0]
+    assert sum("pretraining catlit's base" in out for out in outs) == 1, outs
+    assert sum("already built" in out for out in outs) == 1, outs
+    assert len(list(tmp_path.glob("base-*"))) == 1

@@ -143,3 +143,18 @@ def test_a_run_that_only_tested_is_labelled_untuned(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| baseline untuned | 2 |" in out and "| baseline fine-tuned | 2 |" in out
     assert "| cat α=2.0 γ=1.0 | 2 | 100.0 ± 0.0 | 80.0 ± 0.0 | 50% ± 0 |" in out
+
+
+def test_a_run_config_naming_another_module_is_never_imported(tmp_path, capsys, monkeypatch):
+    """config.yaml is data: a `_target_` outside catlit's methods is not imported to label a run."""
+    import sys
+
+    marker = tmp_path / "imported"
+    (tmp_path / "evil_module.py").write_text(f"open({str(marker)!r}, 'w').write('x')\nclass M: pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for seed in (0, 1):
+        fake_run(tmp_path, f"r{seed}", ["method=baseline", f"seed={seed}"], 1.0, 0.5)
+        config = tmp_path / "sweep" / f"r{seed}" / "config.yaml"
+        config.write_text(config.read_text().replace("catlit.methods.", "evil_module.M #"))
+    assert main([str(tmp_path / "sweep")]) == 0
+    assert not marker.exists() and "evil_module" not in sys.modules

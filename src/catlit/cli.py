@@ -52,20 +52,30 @@ def user_errors():
         raise SystemExit(2) from None
 
 
-def _hydra_main(config_name: str, task):
-    """Run `task(cfg)` under Hydra's main for conf/<config_name>.yaml; its return value goes to sweepers."""
+def _hydra_main(config_name: str, task, owns_run_dir: bool = True):
+    """Run `task(cfg)` under Hydra's main for conf/<config_name>.yaml; its return value goes to sweepers.
+    A recipe that claims its run directory writes the `.hydra/` copies once it owns it; for the others
+    (`owns_run_dir=False`) they are written here."""
     import hydra
     from omegaconf import DictConfig
 
     from catlit.console import quiet_console
+    from catlit.secrets import guard_streams
 
     quiet_console()
+    guard_streams()  # a key on the command line never reaches the console, even in Hydra's own errors
 
     @hydra.main(version_base="1.3", config_path=config_dir(), config_name=config_name)
     def _main(cfg: DictConfig):
         from catlit.secrets import scrub_argv
 
         scrub_argv()  # what records the command line (wandb) never sees a key given on it
+        if not owns_run_dir:
+            from hydra.core.hydra_config import HydraConfig
+
+            from catlit.secrets import write_hydra_files
+
+            write_hydra_files(HydraConfig.get().runtime.output_dir, cfg)
         with user_errors():
             return task(cfg)
 
@@ -99,7 +109,7 @@ def train_main() -> None:
 def pretrain_main() -> None:
     from catlit.pretraining.run import run
 
-    _hydra_main("pretrain", lambda cfg: run(cfg)["heldout_loss"])
+    _hydra_main("pretrain", lambda cfg: run(cfg)["heldout_loss"], owns_run_dir=False)
 
 
 def trace_main() -> None:
@@ -120,7 +130,7 @@ def trace_main() -> None:
 def annotate_main() -> None:
     from catlit.annotate.cli import run_annotation
 
-    _hydra_main("annotate", run_annotation)
+    _hydra_main("annotate", run_annotation, owns_run_dir=False)
 
 
 def fetch_main() -> None:

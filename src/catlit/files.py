@@ -95,3 +95,20 @@ def write_text(path: Path, text: str) -> None:
 
 def write_json(path: Path, payload) -> None:
     write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+@contextlib.contextmanager
+def waiting_lock(path: Path, waiting: str) -> Iterator[None]:
+    """An exclusive lock on the file `path` for the block; a second holder prints `waiting` and waits
+    (for work that two processes must not do twice, such as building one cache entry)."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(waiting, flush=True)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        yield

@@ -41,6 +41,10 @@ IGNORED = ("seed", "data.seed", "paths.", "logger.", "tags", "task_name", "hydra
 
 @functools.cache
 def _method_class(target: str):
+    """catlit's own method classes only: a run's config.yaml is data, and importing whatever module it
+    names would run that module's code."""
+    if not isinstance(target, str) or not target.startswith("catlit.methods."):
+        return None
     try:
         return get_class(target)
     except Exception:

@@ -23,7 +23,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from catlit.files import write_json, write_text
-from catlit.secrets import redact
+from catlit.secrets import redact, write_hydra_files
 
 LOCK = ".lock"
 KEEP = {".hydra", LOCK}  # what Hydra (and the lock) put into a run directory before the run starts
@@ -128,9 +128,11 @@ class RunDir:
         )
 
     def write_config(self, cfg: DictConfig) -> None:
-        """The resolved config, secret values redacted (`catlit.secrets`)."""
+        """The resolved config (and Hydra's `.hydra/` copies), secret values redacted
+        (`catlit.secrets`); called once the run owns the directory."""
         resolved = OmegaConf.to_container(cfg, resolve=True)
         write_text(self.path / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(redact(resolved))))
+        write_hydra_files(self.path, cfg)
 
     def write_summary(self, text: str) -> None:
         """The printed results table, also kept as summary.md."""

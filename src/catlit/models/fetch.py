@@ -17,7 +17,6 @@ cache resolves to this folder (`catlit.models.loading.resolve`), saying so.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import importlib.util
 import json
@@ -219,19 +218,12 @@ def write_manifest(folder: Path, **about) -> None:
     (folder / MANIFEST).write_text(json.dumps({**about, "files": files}, indent=2) + "\n")
 
 
-@contextlib.contextmanager
 def _locked(folder: Path):
     """One fetch of a model at a time; a second waits for the first, then finds its folder done."""
-    import fcntl
+    from catlit.files import waiting_lock
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / f".{folder.name}.lock", "a+") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"catlit-fetch: another fetch of {folder.name} is running; waiting for it", flush=True)
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        yield
+    waiting = f"catlit-fetch: another fetch of {folder.name} is running; waiting for it"
+    return waiting_lock(folder.parent / f".{folder.name}.lock", waiting)
 
 
 def _clear_leftovers(folder: Path) -> None:

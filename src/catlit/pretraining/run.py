@@ -19,7 +19,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from catlit.files import atomic_dir, write_json, write_text
+from catlit.files import atomic_dir, waiting_lock, write_json, write_text
 from catlit.models.embedded import build_embedded
 from catlit.models.fetch import MANIFEST, problems, write_manifest
 from catlit.models.integrity import safetensors_problem
@@ -128,16 +128,24 @@ def set_aside_if_damaged(folder: Path) -> None:
         )
 
 
+def building(folder: Path):
+    """One build of a base at a time: a second pretrain.py (or model=base run) of the same config
+    waits for the first, then reuses what it built."""
+    waiting = f"another process is building the base {folder.name}; waiting for it"
+    return waiting_lock(folder.parent / f".{folder.name}.lock", waiting)
+
+
 def run(cfg: DictConfig) -> dict:
     """The pretrain.py recipe: reuse the cached base of this config, or build it."""
     folder = base_folder(cfg)
-    set_aside_if_damaged(folder)
-    if is_finished(folder):
-        metrics = json.loads((folder / "metrics.json").read_text())
-        print(f"pretrained base of this config already built: {folder / 'model'}", flush=True)
-    else:
-        print(f"pretraining catlit's base ({describe(cfg)}) into {folder}", flush=True)
-        metrics = build(cfg, folder)
+    with building(folder):
+        set_aside_if_damaged(folder)
+        if is_finished(folder):
+            metrics = json.loads((folder / "metrics.json").read_text())
+            print(f"pretrained base of this config already built: {folder / 'model'}", flush=True)
+        else:
+            print(f"pretraining catlit's base ({describe(cfg)}) into {folder}", flush=True)
+            metrics = build(cfg, folder)
     print(summary(folder, metrics), flush=True)
     return metrics
 
@@ -166,10 +174,9 @@ def ensure_base(overrides: list[str]) -> Path:
 
     cfg = compose("pretrain", overrides=list(overrides))
     folder = base_folder(cfg)
-    set_aside_if_damaged(folder)
-    if not is_finished(folder):
+    if not is_finished(folder) or base_problem(folder):
         print("model=base: the pretrained base of this config is not built yet; building it once", flush=True)
-        run(cfg)
+        run(cfg)  # under the build lock: checks again, and reuses a base another process just built
     else:
         print(f"model=base: reusing the pretrained base in {folder / 'model'}", flush=True)
     return folder / "model"
