@@ -4,6 +4,7 @@ which also means two uninterrupted runs of one seed agree bitwise)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -74,3 +75,23 @@ def test_killed_and_resumed_run_equals_the_uninterrupted_one(tmp_path, method):
         result = train_py(resumed, f"method={method}", f"ckpt_path={last}")
         assert result.returncode == 0, result.stderr[-3000:]
         assert_equal_runs(resumed, whole)
+
+
+def test_a_resume_that_changes_the_run_is_refused_and_one_that_extends_it_is_not(tmp_path):
+    from catlit.errors import ConfigError
+    from tests.helpers.runs import train
+
+    _, _, _, run_dir = train(tmp_path, "method=cat_share")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    written = (run_dir / "config.yaml").read_text()
+    for override, key in (
+        ("method=baseline", "method.name: 'cat_share' -> 'baseline'"),
+        ("seed=7", "seed: 42 -> 7"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(key)):
+            train(tmp_path, "method=cat_share", override, f"ckpt_path={last}")
+        assert (run_dir / "config.yaml").read_text() == written  # nothing rewritten before the refusal
+    _, _, metrics, _ = train(
+        tmp_path, "method=cat_share", "trainer.max_epochs=2", "logger=none", f"ckpt_path={last}"
+    )
+    assert "test/iid/acc" in metrics

@@ -65,6 +65,7 @@ class TaskModule(L.LightningModule):
     ):
         super().__init__()
         self.model, self.tokenizer, self.method = model, tokenizer, method
+        self.run_config: dict | None = None  # the settings that define the run (training/resume.py)
         self.scorer = get_scorer(task)
         self.val_names, self.test_names = list(val_names), list(test_names)
         self.max_new_tokens = max_new_tokens
@@ -277,6 +278,8 @@ class TaskModule(L.LightningModule):
         checkpoint["catlit_rng_states"] = collect_rng_states()
         checkpoint["catlit_nonfinite_skipped"] = self.nonfinite_skipped
         checkpoint["catlit_method_state"] = self.method.state()
+        if self.run_config is not None:  # what a resume is checked against
+            checkpoint["catlit_run_config"] = self.run_config
         if is_peft(self.model):  # adapter-only: keep what trains, never the frozen base weights
             trainable = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
             checkpoint["state_dict"] = {

@@ -26,6 +26,7 @@ from catlit.training.distributed import build_strategy, destroy_process_group, f
 from catlit.training.loggers import finish_loggers
 from catlit.training.module import TaskModule
 from catlit.training.results import format_table
+from catlit.training.resume import check_resume, identity
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,10 @@ def run(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     """Train and evaluate as `cfg` says; returns (cfg.optimized_metric's value, all metrics)."""
     started = time.time()
     check_config(cfg)
-    if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
-        raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path!r} does not exist")
+    if cfg.get("ckpt_path"):  # before anything is written: a resume that changes the run is refused
+        if not Path(cfg.ckpt_path).is_file():
+            raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path!r} does not exist")
+        check_resume(load_checkpoint(cfg.ckpt_path), cfg)
     run_dir = RunDir(cfg.paths.output_dir)
     rank_zero = rank_zero_only.rank == 0  # DDP children run this function too: one writer only
     with run_dir.claim(cfg.get("ckpt_path")) if rank_zero else contextlib.nullcontext():
@@ -96,6 +99,7 @@ def setup(cfg: DictConfig, run_dir: RunDir, rank_zero: bool):
         cfg.get("nonfinite", "raise"),
         cfg.get("accumulation", "mean"),
     )
+    module.run_config = identity(cfg)  # every checkpoint carries it (catlit.training.resume)
 
     loggers = _instantiate_all(cfg.get("logger"))
     extra = {}
