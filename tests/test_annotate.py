@@ -157,7 +157,9 @@ def test_a_malformed_row_ends_annotate_py_in_one_line(tmp_path):
 
 
 def test_missing_key_is_a_clear_error():
-    with pytest.raises(RuntimeError, match="CATLIT_NO_SUCH_KEY: that environment variable is not set"):
+    from catlit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="CATLIT_NO_SUCH_KEY: that environment variable is not set"):
         OpenAIAnnotator(PromptBuilder(), model="m", api_key_env="CATLIT_NO_SUCH_KEY")
 
 

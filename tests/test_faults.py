@@ -90,7 +90,7 @@ resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
 try:
     io.save_checkpoint({"step": 2, "weights": torch.zeros(1_000_000)}, path)
 except Exception as err:  # torch reports the failed write as a RuntimeError
-    print("save failed:", type(err).__name__)
+    print("save failed:", type(err).__name__, err)
 """
 
 
@@ -99,7 +99,9 @@ def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", FULL_DISK, str(path)], cwd=ROOT, capture_output=True, text=True
     )
-    assert "save failed" in result.stdout, result.stderr[-2000:]
+    assert "save failed: WriteFailed" in result.stdout, result.stderr[-2000:]
+    assert f"checkpoint {path} could not be written" in result.stdout and "is the disk full?" in result.stdout
+    assert f"{path} is the previous checkpoint, whole" in result.stdout
     assert torch.load(path, weights_only=True)["step"] == 1  # the old checkpoint, whole
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary left behind
 
@@ -542,3 +544,18 @@ def test_a_run_that_died_before_its_first_checkpoint_does_not_block_its_folder(t
     with pytest.raises(FileNotFoundError, match="/unused"):  # got past the folder check
         trace_run(cfg)
     assert (next(trace_dir.glob(".stopped-*")) / "config.yaml").read_text() == "seed: 1\n"
+
+
+def test_partial_files_of_killed_saves_are_removed_when_the_run_dir_is_claimed_again(tmp_path, capsys):
+    from catlit.files import PARTIAL
+
+    ckpts = tmp_path / "run" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    (ckpts / "last.ckpt").write_bytes(b"whole")
+    (ckpts / f".last.ckpt{PARTIAL}x1.ckpt.tmp").write_bytes(b"\0" * 1000)  # a kill during a save
+    (tmp_path / "run" / f".model{PARTIAL}x2").mkdir()
+    with RunDir(tmp_path / "run").claim(resume_from=str(ckpts / "last.ckpt")):
+        pass
+    assert sorted(p.name for p in ckpts.iterdir()) == ["last.ckpt"]
+    assert not list((tmp_path / "run").glob(f".model{PARTIAL}*"))
+    assert "removed 2 partial file(s) that killed saves left" in capsys.readouterr().out

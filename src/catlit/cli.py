@@ -5,12 +5,14 @@ user's mistake into one `error:` line (exit 2)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 import time
 from pathlib import Path
 
 import catlit.resolvers  # noqa: F401  (registers the resolvers conf/ uses)
+from catlit.errors import WriteFailed
 
 
 def config_dir() -> str:
@@ -22,7 +24,14 @@ def config_dir() -> str:
     return str(checkout if checkout.is_dir() else Path(__file__).resolve().parent / "conf")
 
 
-USER_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, ValueError, FloatingPointError)
+USER_ERRORS = (
+    FileNotFoundError,
+    FileExistsError,
+    PermissionError,
+    ValueError,
+    FloatingPointError,
+    WriteFailed,
+)
 
 
 def user_error(err: BaseException) -> BaseException | None:
@@ -32,6 +41,9 @@ def user_error(err: BaseException) -> BaseException | None:
 
     while isinstance(err, InstantiationException) and err.__cause__ is not None:
         err = err.__cause__
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        where = f" writing {err.filename}" if err.filename else ""
+        return WriteFailed(f"{err.strerror or err}{where}: free some space, then run the same command again")
     return err if isinstance(err, USER_ERRORS) and not isinstance(err, InstantiationException) else None
 
 

@@ -7,6 +7,10 @@ class ConfigError(ValueError):
     """A config value that cannot work; the message names the key."""
 
 
+class WriteFailed(OSError):
+    """A file could not be written (a full disk, a quota): the message names it and what to do."""
+
+
 def check_rules(cfg, rules: dict) -> None:
     """`rules`: {dotted key: (test, what it must be)}; the first value that fails is a ConfigError
     naming the key and the value. A key the config lacks is left to its default."""

@@ -11,6 +11,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+PARTIAL = ".partial-"  # in the name of every temporary file or folder a write leaves if it is killed
+
 
 @contextlib.contextmanager
 def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
@@ -18,7 +20,7 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
     fsync), deleted when it raises. For writers that take a file name (torch.save, savefig)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{PARTIAL}", suffix=suffix or ".tmp", dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would lock colleagues out of a shared run
     try:
@@ -40,7 +42,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}{PARTIAL}", dir=path.parent))
     try:
         yield tmp
         for file in tmp.rglob("*"):
@@ -48,7 +50,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
                 with open(file, "rb") as handle:
                     os.fsync(handle.fileno())
         _honour_umask(tmp)
-        old = path.parent / f".{path.name}.old-{os.getpid()}"
+        old = path.parent / f".{path.name}{PARTIAL}old-{os.getpid()}"
         if path.exists():
             os.replace(path, old)
         os.replace(tmp, path)
@@ -112,3 +114,21 @@ def waiting_lock(path: Path, waiting: str) -> Iterator[None]:
             print(waiting, flush=True)
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         yield
+
+
+def remove_partials(folder: Path, of: str | None = None) -> list[Path]:
+    """Remove what killed atomic writes left below `folder` (hidden `.<name>.partial-*` files and
+    folders, full-size checkpoints among them); only `of`'s, directly in `folder`, when given. Call it
+    while holding the lock that keeps other writers out. Returns what was removed."""
+    import shutil
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = folder.glob(f".{of}{PARTIAL}*") if of else folder.rglob(f".*{PARTIAL}*")
+    removed = []
+    for item in sorted(found, key=lambda p: -len(p.parts)):
+        if item.exists():
+            shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
+            removed.append(item)
+    return removed

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from catlit.files import write_json, write_text
+from catlit.files import remove_partials, write_json, write_text
 from catlit.secrets import redact, write_hydra_files
 
 LOCK = ".lock"
@@ -55,6 +55,10 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock()
         try:
+            removed = remove_partials(self.path)  # ours to clean: the lock keeps every other writer out
+            if removed:
+                print(f"run directory {self.path}: removed {len(removed)} partial file(s) that killed saves "
+                      f"left ({', '.join(p.name for p in removed[:3])})", flush=True)  # fmt: skip
             self._check_free(resume_from, what)
             yield self
         finally:

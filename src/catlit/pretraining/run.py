@@ -19,7 +19,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from catlit.files import atomic_dir, waiting_lock, write_json, write_text
+from catlit.files import atomic_dir, remove_partials, waiting_lock, write_json, write_text
 from catlit.models.embedded import build_embedded
 from catlit.models.fetch import MANIFEST, problems, write_manifest
 from catlit.models.integrity import safetensors_problem
@@ -139,6 +139,7 @@ def run(cfg: DictConfig) -> dict:
     """The pretrain.py recipe: reuse the cached base of this config, or build it."""
     folder = base_folder(cfg)
     with building(folder):
+        remove_partials(folder.parent, of=folder.name)  # a build that was killed before its rename
         set_aside_if_damaged(folder)
         if is_finished(folder):
             metrics = json.loads((folder / "metrics.json").read_text())

@@ -12,6 +12,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from catlit.errors import WriteFailed
 from catlit.files import atomic_path
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
-        with atomic_path(Path(path), suffix=".ckpt.tmp") as tmp:
-            torch.save(checkpoint, tmp)
+        try:
+            with atomic_path(Path(path), suffix=".ckpt.tmp") as tmp:
+                torch.save(checkpoint, tmp)
+        except (OSError, RuntimeError) as err:  # torch reports a failed write as a RuntimeError
+            previous = f"; {path} is the previous checkpoint, whole" if Path(path).is_file() else ""
+            raise WriteFailed(
+                f"checkpoint {path} could not be written ({str(err).splitlines()[0][:160]}): is the disk "
+                f"full? Free space, then run the same command with ckpt_path=<the newest checkpoint in "
+                f"{Path(path).parent}> to resume{previous}"
+            ) from err
 
     def load_checkpoint(self, path, map_location=lambda storage, loc: storage, weights_only=None) -> dict:
         return load_checkpoint(path, map_location)
