@@ -158,3 +158,19 @@ def test_a_run_config_naming_another_module_is_never_imported(tmp_path, capsys, 
         config.write_text(config.read_text().replace("catlit.methods.", "evil_module.M #"))
     assert main([str(tmp_path / "sweep")]) == 0
     assert not marker.exists() and "evil_module" not in sys.modules
+
+
+def test_data_settings_that_come_with_the_dataset_stay_out_of_the_labels(tmp_path, capsys):
+    for data in ("svamp", "mawps"):
+        for fmt in ("raw", "chat"):
+            fake_run(
+                tmp_path,
+                f"{data}{fmt}",
+                [f"data={data}", f"data.prompt_format={fmt}", "train=false"],
+                0.1,
+                0.0,
+            )
+    assert main([str(tmp_path / "sweep")]) == 0
+    out = capsys.readouterr().out
+    assert "| svamp | cat_share share=0.9 γ=1.0 data.prompt_format=chat untuned | 1 |" in out
+    assert "data.train=" not in out and "data.test.ood=" not in out  # the data column names them

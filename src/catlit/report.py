@@ -236,10 +236,19 @@ def aggregate(runs: list[dict], baseline: str = REFERENCE_METHOD) -> tuple[list[
             row["iid_change_ci95"] = _difference_ci(row, base, "iid")
     for row in rows:  # a label names a method's headline values and what varies among its rows
         peers = [r for r in rows if r["method"] == row["method"]]
-        shown = [k for k in varying if len({r.get(k, "") for r in peers}) > 1]
+        shown = [
+            k for k in varying if len({r.get(k, "") for r in peers}) > 1 and not _implied_by_data(k, peers)
+        ]
         row["label_keys"] = [*(k for k in row["headline"] if k not in shown), *shown]
     rows.sort(key=lambda r: (r["data"], r["method"] != baseline, label(r)))
     return rows, varying
+
+
+def _implied_by_data(key: str, rows: list[dict]) -> bool:
+    """A data setting that is one value per dataset (its files, its scorer): the data column says it."""
+    if not key.startswith("data."):
+        return False
+    return all(len({r.get(key, "") for r in rows if r["data"] == d}) <= 1 for d in {r["data"] for r in rows})
 
 
 # settings outside the method that read better as words than as key=value
