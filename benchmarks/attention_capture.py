@@ -105,15 +105,17 @@ def _rss_bytes() -> int:
         return int(handle.read().split()[1]) * resource.getpagesize()
 
 
-def train_step(model, optimizer, data: dict, capture=None, device: str = "cpu") -> None:
-    """One training step: forward (bf16 autocast on CUDA), CE (+ L_attn with a capture attached to the
-    model), backward, optimizer step."""
+def train_step(
+    model, optimizer, data: dict, capture=None, device: str = "cpu", bf16: bool | None = None
+) -> None:
+    """One training step: forward (bf16 autocast on CUDA, or where `bf16` says), CE (+ L_attn with a
+    capture attached to the model), backward, optimizer step."""
     if capture:
         capture.bind(data)
     from catlit.methods.reattention import reattention_loss
 
     kind = device.split(":")[0]
-    with torch.autocast(kind, dtype=torch.bfloat16, enabled=kind == "cuda"):
+    with torch.autocast(kind, dtype=torch.bfloat16, enabled=kind == "cuda" if bf16 is None else bf16):
         out = model(
             input_ids=data["input_ids"],
             attention_mask=data["attention_mask"],

@@ -59,8 +59,8 @@ def load_worker(kind: str, threads: int) -> dict:
 
 def step_worker(tuning: str, precision: str, method: str, threads: int, reps: int) -> dict:
     torch.set_num_threads(threads)
+    from benchmarks.attention_capture import train_step
     from catlit.hooks.attention import RowAttentionCapture
-    from catlit.methods.reattention import reattention_loss
     from catlit.models.factory import keep_trainable_in_float32
     from catlit.models.loading import load_pretrained
     from catlit.models.lora import apply_lora
@@ -79,23 +79,7 @@ def step_worker(tuning: str, precision: str, method: str, threads: int, reps: in
         hooks.enter_context(capture.attached(model))
 
     def step() -> None:
-        if capture:
-            capture.bind(data)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
-            out = model(
-                input_ids=data["input_ids"],
-                attention_mask=data["attention_mask"],
-                labels=data["labels"],
-                **(capture.forward_kwargs() if capture else {}),
-            )
-            loss = out.loss
-            if capture:
-                loss = loss + reattention_loss(capture.stats(out, data), 2.0, "div").loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if capture:
-            capture.unbind()
+        train_step(model, optimizer, data, capture, "cpu", bf16=precision == "bf16-mixed")
 
     with hooks:
         step()  # warm-up: AdamW state, thread pools

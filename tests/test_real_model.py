@@ -172,16 +172,21 @@ def runs(tmp_path_factory, smollm2) -> Path:
     return tmp_path_factory.mktemp("real_runs")
 
 
+def train_run(runs: Path, task: str, *args: str) -> tuple[subprocess.CompletedProcess, Path]:
+    """`python train.py ...` offline, logging to csv every step; (the process, its run dir)."""
+    quiet = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1"]
+    done = cli("train.py", runs, *args, *quiet, f"task_name={task}")
+    (metrics_file,) = (runs / "logs").glob(f"runs/{task}/*/metrics.json")
+    return done, metrics_file.parent
+
+
 @pytest.fixture(scope="module")
 def stg_run(runs) -> tuple[subprocess.CompletedProcess, Path]:
     """`python train.py model=smollm2 data=stg` as a user types it, offline, a few LoRA CAT steps."""
-    done = cli(
-        "train.py", runs, "model=smollm2", "data=stg", "logger=csv", "trainer.enable_progress_bar=false",
-        "data.limit=24", "data.batch_size=8", "data.eval_batch_size=24", "trainer.max_epochs=3",
-        "trainer.log_every_n_steps=1", "data.max_new_tokens=4", "optimizer.lr=2e-3",
+    return train_run(
+        runs, "train", "model=smollm2", "data=stg", "data.limit=24", "data.batch_size=8",
+        "data.eval_batch_size=24", "trainer.max_epochs=3", "data.max_new_tokens=4", "optimizer.lr=2e-3",
     )  # fmt: skip
-    (metrics_file,) = (runs / "logs").glob("runs/train/*/metrics.json")
-    return done, metrics_file.parent
 
 
 def test_train_py_model_smollm2_data_stg_trains_lora_cat_offline(stg_run):
@@ -255,13 +260,10 @@ def test_iclm_starts_from_the_pretrained_model(model_and_tokenizer):
 
 @pytest.fixture(scope="module")
 def iclm_run(runs):
-    done = cli(
-        "train.py", runs, "model=smollm2", "method=iclm", "data=acre", "data.preset=small", "data.limit=8",
-        "data.batch_size=4", "trainer.max_epochs=1", "logger=csv", "trainer.enable_progress_bar=false",
-        "trainer.log_every_n_steps=1", "trainer.precision=bf16-mixed", "task_name=iclm_real",
+    return train_run(
+        runs, "iclm_real", "model=smollm2", "method=iclm", "data=acre", "data.preset=small", "data.limit=8",
+        "data.batch_size=4", "trainer.max_epochs=1", "trainer.precision=bf16-mixed",
     )  # fmt: skip
-    (metrics_file,) = (runs / "logs").glob("runs/iclm_real/*/metrics.json")
-    return done, metrics_file.parent
 
 
 def test_iclm_trains_a_few_steps_on_smollm2(iclm_run):
