@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
 from catlit.data.sources import STGSource
 from catlit.eval.attention_mass import REST, attention_mass, main
@@ -78,3 +79,29 @@ def test_cli_writes_a_table_and_a_plot_over_run_dirs(tmp_path, toy):
     assert all(r.split(",")[2] == "1" for r in rows[1:])
     with pytest.raises(SystemExit):
         main([str(tmp_path / "sweep"), "--out", str(tmp_path / "none"), "--where", "data.seed=9"])
+
+
+def test_lora_runs_and_the_untuned_model_they_started_from_are_measured(tmp_path, toy):
+    from omegaconf import OmegaConf
+
+    from catlit.models.lora import apply_lora
+
+    model, tokenizer, _ = toy
+    base = tmp_path / "base"
+    model.save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    for seed in (1, 2):  # LoRA runs: model/ holds the adapter only, over model.path
+        run = tmp_path / "sweep" / f"run{seed}"
+        adapted = apply_lora(AutoModelForCausalLM.from_pretrained(base), r=2, alpha=4, dropout=0.0)
+        adapted.save_pretrained(run / "model")
+        tokenizer.save_pretrained(run / "model")
+        data = {"_target_": "catlit.data.sources.stg_datamodule", "preset": "toy", "seed": seed,
+                "params": {"n_train": 50, "n_ood": 8}}  # fmt: skip
+        cfg = {"method": {"name": "cat"}, "model": {"path": str(base)}, "data": data}
+        OmegaConf.save(OmegaConf.create(cfg), run / "config.yaml")
+    assert main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out"), "--untuned"]) == 0
+    rows = [r.split(",") for r in (tmp_path / "out" / "attention_mass.csv").read_text().splitlines()[1:]]
+    assert {(r[0], r[2]) for r in rows} == {("untuned", "2"), ("cat", "2")}  # one untuned reading a seed
+    untuned = {r[1]: float(r[3]) for r in rows if r[0] == "untuned"}
+    adapted = {r[1]: float(r[3]) for r in rows if r[0] == "cat"}
+    assert untuned == pytest.approx(adapted, abs=1e-4)  # LoRA's B starts at zero: the same model

@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from catlit.data.encoding import ExampleEncoder
 from catlit.data.example import CausalLink, Example
@@ -76,12 +77,12 @@ def attention_mass(model, tokenizer, examples: list[Example], batch_size: int = 
 
 
 def run_dirs(paths: list[str]) -> list[Path]:
-    """Run dirs (with model/ and config.yaml) given directly or found under multirun dirs."""
+    """Run dirs (with model/, a full checkpoint or a LoRA adapter, and config.yaml) given directly or
+    found under multirun dirs."""
     found: list[Path] = []
     for path in map(Path, paths):
-        hits = (
-            [path] if (path / "model").is_dir() else sorted(p.parent for p in path.rglob("model/config.json"))
-        )
+        saved = [*path.rglob("model/config.json"), *path.rglob("model/adapter_config.json")]
+        hits = [path] if (path / "model").is_dir() else sorted({p.parent for p in saved})
         if not hits:
             raise FileNotFoundError(f"{path}: no run with a saved model/ inside")
         found += [p.parent if p.name == "model" else p for p in hits]
@@ -100,18 +101,22 @@ def matches(run_dir: Path, where: list[str]) -> bool:
     return True
 
 
-def measure_run(run_dir: Path, split: str, limit: int) -> tuple[str, dict[str, float]]:
-    """(the run's method label, attention mass on `split`'s first `limit` examples)."""
+def measure_run(run_dir: Path, split: str, limit: int, untuned: bool = False) -> tuple[str, dict[str, float]]:
+    """(the run's method label, attention mass on `split`'s first `limit` examples); with `untuned`,
+    of the model the run started from instead (its `model.path`, or the embedded model's
+    `base_model/`), labelled `untuned`."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from catlit.models.loading import load_local
 
     cfg = OmegaConf.load(run_dir / "config.yaml")
     datamodule = instantiate(cfg.data, fields=[], shuffle_seed=0)
     examples = datamodule.splits.test[split][:limit]
-    model = AutoModelForCausalLM.from_pretrained(run_dir / "model")
-    tokenizer = AutoTokenizer.from_pretrained(run_dir / "model")
-    return str(cfg.method.get("name", "method")), attention_mass(model, tokenizer, examples)
+    start = OmegaConf.select(cfg, "model.path") or str(run_dir / "base_model")
+    model, tokenizer = load_local(start if untuned else run_dir / "model")
+    label = "untuned" if untuned else str(cfg.method.get("name", "method"))
+    return label, attention_mass(model.eval(), tokenizer, examples)
 
 
 def mean_ci(values: list[float]) -> tuple[float, float]:
@@ -148,13 +153,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="ood")
     parser.add_argument("--limit", type=int, default=200, help="examples per run")
     parser.add_argument("--where", action="append", default=[], help="keep runs whose config has key=value")
+    parser.add_argument(
+        "--untuned", action="store_true", help="also the model the runs started from, on each run's data"
+    )
     args = parser.parse_args(argv)
     table: dict[str, dict[str, list[float]]] = {}
     runs = [r for r in run_dirs(args.runs) if matches(r, args.where)]
     if not runs:
         parser.error(f"no run under {args.runs} matches {args.where}")
-    for run_dir in runs:
-        label, mass = measure_run(run_dir, args.split, args.limit)
+    jobs = [(r, False) for r in runs]
+    if args.untuned:  # once per distinct data seed: the same model on the same examples is one reading
+        seeds = {}
+        for r in runs:
+            seeds.setdefault(str(OmegaConf.load(r / "config.yaml").data.get("seed")), r)
+        jobs = [(r, True) for r in seeds.values()] + jobs
+    for run_dir, untuned in jobs:
+        label, mass = measure_run(run_dir, args.split, args.limit, untuned)
         for role, value in mass.items():
             table.setdefault(label, {}).setdefault(role, []).append(value)
         print(f"{run_dir}: {label} " + json.dumps({k: round(v, 3) for k, v in mass.items()}), flush=True)
