@@ -174,3 +174,14 @@ def test_data_settings_that_come_with_the_dataset_stay_out_of_the_labels(tmp_pat
     out = capsys.readouterr().out
     assert "| svamp | cat_share share=0.9 γ=1.0 data.prompt_format=chat untuned | 1 |" in out
     assert "data.train=" not in out and "data.test.ood=" not in out  # the data column names them
+
+
+def test_per_seed_table_lists_every_setting_on_every_seed(tmp_path):
+    for seed, (iid, ood) in enumerate([(1.0, 0.5), (0.9, 0.6)], start=1):
+        fake_run(tmp_path, f"b{seed}", ["method=baseline", f"seed={seed}"], iid, ood)
+    fake_run(tmp_path, "c1", ["method=cat", "seed=1"], 0.95, 0.8)
+    assert main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out")]) == 0
+    table = (tmp_path / "out" / "per_seed.md").read_text()
+    assert "| data | setting | seed 1 | seed 2 |" in table
+    assert "| stg (toy) | baseline | 100.0 / 50.0 | 90.0 / 60.0 |" in table
+    assert "| stg (toy) | cat α=2.0 γ=1.0 | 95.0 / 80.0 | - / - |" in table

@@ -382,6 +382,21 @@ def extra_table(rows: list[dict], keys: list[str]) -> str:
     return "\n".join(lines)
 
 
+def per_seed_table(rows: list[dict]) -> str:
+    """Test accuracy of every setting on every seed: "IID / OOD" (the first two test splits)."""
+    seeds = sorted({seed for row in rows for split in row["splits"] for seed in row["per_seed"][split]})
+    head = "| data | setting | " + " | ".join(f"seed {s}" for s in seeds) + " |"
+    lines = [head, "|---|---|" + "---|" * len(seeds)]
+    for row in rows:
+        cells = []
+        for seed in seeds:
+            values = [row["per_seed"][split].get(seed) for split in row["splits"][:2]]
+            cells.append(" / ".join("-" if v is None else f"{v:.1f}" for v in values))
+        lines.append(f"| {row['data']} | {label(row)} | " + " | ".join(cells) + " |")
+    splits = " / ".join(s.upper() for s in rows[0]["splits"][:2]) if rows else ""
+    return f"Test accuracy per seed ({splits}):\n\n" + "\n".join(lines)
+
+
 def write_csv(rows: list[dict], varying: list[str], path: Path) -> None:
     stats = [f"{s}_{k}" for s, _ in _columns(rows) for k in ("mean", "std", "ci95")]
     keys = ["data", "setting_label", *varying, "seeds", *stats]
@@ -423,9 +438,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.extra:
         table += f"\n\nOther figures (x100):\n\n{extra_table(rows, args.extra)}"
     (out / "report.md").write_text(table + "\n")
+    (out / "per_seed.md").write_text(per_seed_table(rows) + "\n")
     write_csv(rows, varying, out / "report.csv")
     plot(rows, varying, out / "report.png")
-    print(f"{len(runs)} runs, {len(rows)} settings -> {out}/report.md, report.csv, report.png\n\n{table}")
+    print(
+        f"{len(runs)} runs, {len(rows)} settings -> {out}/report.md, per_seed.md, report.csv, report.png"
+        f"\n\n{table}"
+    )
     return 0
 
 
