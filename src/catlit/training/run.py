@@ -38,7 +38,8 @@ def run(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     if cfg.get("ckpt_path"):  # before anything is written: a resume that changes the run is refused
         if not Path(cfg.ckpt_path).is_file():
             raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path!r} does not exist")
-        check_resume(load_checkpoint(cfg.ckpt_path), cfg)
+        if cfg.get("train", True):  # a resume; a test-only run just reads the weights
+            check_resume(load_checkpoint(cfg.ckpt_path), cfg)
     run_dir = RunDir(cfg.paths.output_dir)
     rank_zero = rank_zero_only.rank == 0  # DDP children run this function too: one writer only
     with run_dir.claim(cfg.get("ckpt_path")) if rank_zero else contextlib.nullcontext():
