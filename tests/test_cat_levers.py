@@ -57,6 +57,7 @@ def test_relative_alpha_is_fixed_at_the_first_step_and_checkpointed():
 def test_active_steps_are_counted_and_survive_a_checkpoint():
     mask, head_a, head_b = two_heads_one_row()
     method = CausalAttentionTuning(alpha=2.0)
+    assert method.summary() == {} and method.summary_lines({}) == []  # a test-only run reports nothing
     for maps in (head_b, head_a, head_b):  # active, inactive, active: a forward's statistics
         method.losses(MethodOutput(loss=torch.zeros(()), parts={"stats": row_stats(maps, mask)}), {}, 0.0, 0)
     assert method.summary()["train/attn_active_steps"] == 2 / 3

@@ -113,7 +113,9 @@ class CausalAttentionTuning(Method):
         self.steps, self.active_steps = state.get("steps", 0), torch.tensor(state.get("active_steps", 0))
 
     def summary(self) -> dict[str, float]:
-        out = {"train/attn_active_steps": float(self.active_steps) / max(self.steps, 1)}
+        if not self.steps:  # a run that only tested: L_attn never had a step to act on
+            return {}
+        out = {"train/attn_active_steps": float(self.active_steps) / self.steps}
         if self.reference_ratio is not None:
             out["train/attn_reference_ratio"] = self.reference_ratio
         return out
