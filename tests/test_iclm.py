@@ -436,11 +436,11 @@ def test_iclm_paper_is_the_released_recipe(tmp_path):
 
 
 def test_a_capacity_matched_lora_trains_as_many_parameters_as_iclm():
-    from catlit.methods.base import Baseline
+    from catlit.methods.finetune import Baseline
 
     method, model = build()
     iclm = sum(p.numel() for p in [*model.parameters(), *method.parameters()] if p.requires_grad)
-    matched = Baseline(name="lora_matched", adapter={"r": 8}, match={})
+    matched = Baseline(name="lora_matched", adapter={"r": 8}, match=IndependentCausalLM())
     lora = matched.build(tiny_llama())
     trained = sum(p.numel() for p in lora.parameters() if p.requires_grad)
     assert method.trainable_parameters(tiny_llama()) == iclm

@@ -24,6 +24,19 @@ def check_rules(cfg, rules: dict) -> None:
             raise ConfigError(f"{key}={value!r}: must be {what}")
 
 
+def check_values(values: dict, rules: dict, prefix: str = "") -> None:
+    """`check_rules` on plain values (a constructor's arguments): the same rules, the same message."""
+    for key, (ok, what) in rules.items():
+        if key in values and not ok(values[key]):
+            raise ConfigError(f"{prefix}{key}={values[key]!r}: must be {what}")
+
+
+def one_of(options):
+    """A rule: (test, what) for a value that must be one of `options`."""
+    options = tuple(options)
+    return (lambda v: v in options, f"one of {', '.join(map(str, options))}")
+
+
 def integer(test=lambda v: True):
     """A rule's test: an int (not a bool) that passes `test`."""
     return lambda v: isinstance(v, int) and not isinstance(v, bool) and test(v)

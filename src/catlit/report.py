@@ -29,7 +29,8 @@ from pathlib import Path
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-from catlit.methods.base import REFERENCE_METHOD, Capabilities
+from catlit.methods.base import Capabilities
+from catlit.methods.finetune import REFERENCE_METHOD
 from catlit.plotting import pyplot
 from catlit.plotting import save as save_figure
 from catlit.stats import interval, welch_half_width

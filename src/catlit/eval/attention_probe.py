@@ -24,9 +24,10 @@ from catlit.hooks.row_stats import row_stats
 from catlit.methods.reattention import reattention_loss
 from catlit.plotting import pyplot
 from catlit.plotting import save as save_figure
+from catlit.summaries import RunSummary
 
 
-class AttentionReport(Callback):
+class AttentionReport(Callback, RunSummary):
     def __init__(self, probe_size: int = 16, heatmaps: int = 2, out_dir: str | None = None):
         self.probe_size, self.heatmaps, self.out_dir = probe_size, heatmaps, out_dir
         self.batch: dict | None = None

@@ -13,8 +13,12 @@ loss = the forward's loss + Σ the method's terms. A method has a small core,
   state() / load_state(state)        what it learned outside any module (checkpointed);
 
 optional members with do-nothing defaults (`hooks`, `end_batch`, `generate`, `epoch_metrics`,
-`summary`, `summary_lines`, `save_pretrained`), and declared `Capabilities`: what the pipeline may ask
-of it. `training/`, `data/` and `report.py` read these declarations and never name a method.
+`save_pretrained`, `trainable_parameters`), the run-summary contract every method declares
+(`catlit.summaries.RunSummary`: `summary`, `summary_lines`), and declared `Capabilities`: what the
+pipeline may ask of it, and the rules its settings must meet (checked by `check_settings` when it is
+built and by train.py before anything runs: one table, one place). `training/`, `data/` and
+`report.py` read these declarations and never name a method. This module is the contract only: the
+plain and LoRA fine-tuning reference is `catlit.methods.finetune`.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from catlit.models.lora import adapter_config, apply_adapter
+from catlit.errors import check_values
+from catlit.summaries import RunSummary
 
 
 @dataclass(frozen=True)
@@ -50,13 +55,19 @@ class MethodOutput:
     parts: dict = field(default_factory=dict)  # what `losses` needs of this forward
 
 
-class Method:
+class Method(RunSummary):
     name = "method"
     capabilities = Capabilities()
 
     def __init__(self, name: str | None = None):
         if name:
             self.name = name
+
+    @classmethod
+    def check_settings(cls, **values) -> None:
+        """`values` against the rules the class declares (`capabilities.config_rules`); a ConfigError
+        names the first that fails, as train.py's check of the same rules does."""
+        check_values(values, cls.capabilities.config_rules, prefix="method.")
 
     @classmethod
     def headline_keys(cls, config: dict) -> tuple[str, ...]:
@@ -110,52 +121,10 @@ class Method:
         gathering starts afresh after the call."""
         return {}
 
-    def summary(self) -> dict[str, float]:
-        """Figures for the run's metrics.json once training ends (e.g. how often a loss term acted)."""
-        return {}
-
-    def summary_lines(self, metrics: dict[str, float]) -> list[str]:
-        """Lines printed under the run's results table."""
-        return []
-
     def save_pretrained(self, directory, model) -> None:
         """Write what the method adds to a saved model folder (the model itself is already there)."""
 
-
-class Baseline(Method):
-    """Plain answer-only fine-tuning; with `adapter` (the `adapter` config group: r, alpha, dropout,
-    target_modules) it trains one LoRA adapter of that shape on the frozen model (method=lora: the
-    single-adapter reference for ICLM's modules)."""
-
-    name = "baseline"
-
-    def __init__(self, name: str | None = None, adapter: dict | None = None, match: dict | None = None):
-        super().__init__(name)
-        self.adapter = adapter_config(adapter) if adapter else None
-        self.match = dict(match) if match is not None else None  # ICLM settings whose size the rank matches
-        self.rank: int | None = None
-
-    @property
-    def builds_adapters(self) -> bool:
-        return self.adapter is not None
-
-    def build(self, model, tokenizer=None):
-        if not self.adapter:
-            return model
-        adapter = self.adapter
-        if self.match is not None:  # capacity-matched: the rank that trains as many parameters as ICLM
-            from dataclasses import replace
-
-            from catlit.methods.iclm import IndependentCausalLM
-            from catlit.models.lora import parameters_per_rank
-
-            target = IndependentCausalLM(**self.match).trainable_parameters(model)
-            adapter = replace(adapter, r=max(1, round(target / parameters_per_rank(model, adapter))))
-        self.rank = adapter.r
-        return apply_adapter(model, adapter, owner=self.name)
-
-    def summary(self) -> dict[str, float]:
-        return {"train/lora_rank": float(self.rank)} if self.rank is not None else {}
-
-
-REFERENCE_METHOD = Baseline.name  # what report.py measures "gap closed" against unless told otherwise
+    def trainable_parameters(self, model) -> int:
+        """How many parameters the method would train on `model`, before `build` (what a
+        capacity-matched reference sizes itself to)."""
+        raise NotImplementedError(f"method {self.name} does not say what it would train before build")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from catlit.errors import number
+from catlit.errors import number, one_of
 from catlit.hooks.attention import make_capture
 from catlit.hooks.selection import read_head_selection
 from catlit.methods.base import Capabilities, Method, MethodOutput
@@ -29,6 +29,8 @@ class CausalAttentionTuning(Method):
                 "a number >= 0 (a negative gamma pushes attention away from causes)",
             ),
             "share": (number(lambda v: 0 < v <= 1), "a number in (0, 1]"),
+            "variant": one_of(VARIANTS),
+            "alpha_mode": one_of(ALPHA_MODES),
         },
     )
 
@@ -55,14 +57,7 @@ class CausalAttentionTuning(Method):
                 )
             selected = read_head_selection(heads_from)
             layers, heads = sorted(selected), selected
-        if variant not in VARIANTS:
-            raise ValueError(f"method.variant={variant!r}; choose from {VARIANTS}")
-        if alpha <= 0:
-            raise ValueError(f"method.alpha must be > 0, got {alpha}")
-        if not 0 < share <= 1:
-            raise ValueError(f"method.share must be in (0, 1], got {share}")
-        if alpha_mode not in ALPHA_MODES:
-            raise ValueError(f"method.alpha_mode={alpha_mode!r}; choose from {ALPHA_MODES}")
+        self.check_settings(alpha=alpha, gamma=gamma, share=share, variant=variant, alpha_mode=alpha_mode)
         self.alpha, self.variant, self.share, self.alpha_mode = alpha, variant, share, alpha_mode
         self.reference_ratio: float | None = None  # alpha_mode=relative: the ratio at the first step
         # training batches seen, and those where L_attn acted (a tensor: no device sync per step)

@@ -1,6 +1,6 @@
 """The Re-Attention loss (L_attn) of Causal Attention Tuning, vectorised over batch and rows.
 
-For each query row i with causal-mask entries M_i (README, "The Re-Attention loss"):
+For each query row i with causal-mask entries M_i (docs/cat.md):
   C_i = {j <= i : M_ij}, N_i = {j <= i : not M_ij}  (diagonal and position 0 included, key padding not)
   a_c = mean_{j in C_i} A_ij,  a_n = mean_{j in N_i} A_ij,  r_i = a_c / a_n
 A row is *valid* when M_i, C_i and N_i are all non-empty. The ratio variants (the paper's `div` and

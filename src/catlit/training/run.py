@@ -20,6 +20,7 @@ from catlit.models import build_model
 from catlit.models.factory import half_precision_plugin, keep_trainable_in_float32
 from catlit.rundir import RunDir
 from catlit.secrets import redact
+from catlit.summaries import RunSummary
 from catlit.training.checkpoints import AtomicCheckpointIO, load_checkpoint
 from catlit.training.checks import check_config
 from catlit.training.distributed import build_strategy, destroy_process_group, full_state_dict, hydra_job_argv
@@ -174,11 +175,15 @@ def save(
         module.model.save_pretrained(model_dir, state_dict=gathered)
         module.tokenizer.save_pretrained(model_dir)
         module.method.save_pretrained(model_dir, module.model)
-    for source in [module.method, *trainer.callbacks]:  # e.g. how often a loss term acted
-        if hasattr(source, "summary"):
-            metrics.update(source.summary())
+    for source in summary_sources(module.method, trainer):  # e.g. how often a loss term acted
+        metrics.update(source.summary())
     metrics["time/wall_s"] = round(time.time() - started, 1)
     return metrics
+
+
+def summary_sources(method, trainer: L.Trainer) -> list[RunSummary]:
+    """The method and the callbacks that declare the run-summary contract, in that order."""
+    return [s for s in [method, *trainer.callbacks] if isinstance(s, RunSummary)]
 
 
 def _results(cfg, run_dir: RunDir, module: TaskModule, trainer: L.Trainer, metrics: dict, best: str) -> str:
@@ -189,9 +194,8 @@ def _results(cfg, run_dir: RunDir, module: TaskModule, trainer: L.Trainer, metri
         format_table(metrics),
         f"val and test: {weights}",
     ]
-    for source in [*trainer.callbacks, module.method]:  # what the probe saw, what the method did
-        if hasattr(source, "summary_lines"):
-            lines += source.summary_lines(metrics)
+    for source in reversed(summary_sources(module.method, trainer)):  # the probe, then the method
+        lines += source.summary_lines(metrics)
     return "\n".join(lines) + "\n"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from catlit.errors import ConfigError
+from catlit.errors import ConfigError, check_values, integer, number, one_of
 from catlit.methods.iclm.mutual_information import DIRECTIONS
 from catlit.models.lora import AdapterConfig, adapter_config
 
@@ -17,6 +17,28 @@ ROUTE_ON = ("prompt", "sequence")
 HEADS = ("auto", "full", "projected", "base")
 MI_POSITIONS = ("predicting", "answer")
 MI_REDUCE = ("groups", "topk_shared")
+
+# every setting's rule, in one table: checked when the settings are built and, as the method's
+# `config_rules`, by train.py before anything runs
+RULES = {
+    "domains": (integer(lambda v: v >= 1), "an integer >= 1"),
+    "latent": (integer(lambda v: v >= 1), "an integer >= 1"),
+    **{
+        key: (number(lambda v: v >= 0), "a number >= 0")
+        for key in ("beta", "lambda_route", "lambda_mi", "lambda_inv", "lambda_dom")
+    },
+    **{
+        key: (lambda v: v is None or integer(lambda n: n >= 1)(v), "null or an integer >= 1")
+        for key in ("restart_after", "mi_reduce_to")
+    },
+    "aggregation": one_of(AGGREGATIONS),
+    "mode": one_of(MODES),
+    "route_on": one_of(ROUTE_ON),
+    "mi_direction": one_of(DIRECTIONS),
+    "head": one_of(HEADS),
+    "mi_positions": one_of(MI_POSITIONS),
+    "mi_reduce": one_of(MI_REDUCE),
+}
 
 
 @dataclass
@@ -46,28 +68,7 @@ class ICLMConfig:
 
     def __post_init__(self) -> None:
         self.adapter = adapter_config(self.adapter)
-        for key, allowed in (
-            ("aggregation", AGGREGATIONS),
-            ("mode", MODES),
-            ("route_on", ROUTE_ON),
-            ("mi_direction", DIRECTIONS),
-            ("head", HEADS),
-            ("mi_positions", MI_POSITIONS),
-            ("mi_reduce", MI_REDUCE),
-        ):
-            if getattr(self, key) not in allowed:
-                raise ConfigError(f"method.{key}={getattr(self, key)!r}; choose from {allowed}")
-        for key in ("domains", "latent"):
-            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
-                raise ConfigError(f"method.{key}={getattr(self, key)!r}: must be an integer >= 1")
-        for key in ("beta", "lambda_route", "lambda_mi", "lambda_inv", "lambda_dom"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-                raise ConfigError(f"method.{key}={value!r}: must be a number >= 0")
-        if self.restart_after is not None and self.restart_after < 1:
-            raise ConfigError(f"method.restart_after={self.restart_after!r}: must be null or an integer >= 1")
-        if self.mi_reduce_to is not None and self.mi_reduce_to < 1:
-            raise ConfigError(f"method.mi_reduce_to={self.mi_reduce_to!r}: must be null or an integer >= 1")
+        check_values({f.name: getattr(self, f.name) for f in fields(self)}, RULES, prefix="method.")
         if self.eval_module not in self.modules:
             raise ConfigError(f"method.eval_module={self.eval_module!r}; choose from {self.modules}")
         if self.eval_module == "invariant" and self.aggregation == "no_invariant":

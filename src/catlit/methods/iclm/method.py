@@ -32,9 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from catlit.data.encoding import IGNORE_INDEX
-from catlit.errors import number
 from catlit.methods.base import Capabilities, Method, MethodOutput
-from catlit.methods.iclm.config import ICLMConfig
+from catlit.methods.iclm.config import RULES, ICLMConfig
 from catlit.methods.iclm.mutual_information import mutual_information
 from catlit.methods.iclm.positions import answer_positions, next_tokens, position_ids, routed_tokens
 from catlit.methods.iclm.router import Route, RoutingCounts, VQRouter
@@ -54,16 +53,7 @@ class IndependentCausalLM(Method, nn.Module):
         progress_bar=("vq",),
         headline=("mode",),
         attention_probe=False,  # predictions combine several adapters' passes
-        config_rules={
-            **{
-                key: (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1")
-                for key in ("domains", "latent")
-            },
-            **{
-                key: (number(lambda v: v >= 0), "a number >= 0")
-                for key in ("beta", "lambda_route", "lambda_mi", "lambda_inv", "lambda_dom")
-            },
-        },
+        config_rules=RULES,
     )
 
     def __init__(self, **settings):
