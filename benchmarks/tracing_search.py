@@ -103,7 +103,7 @@ def compare(layers: int, heads: int, width: int, sizes: list[int], n_pairs: int,
         hit = len(found & planted_idx)
         notes.append(f"{name}: threshold set {len(found)} heads, {hit} of {len(planted_idx)} planted")
         orders[f"PGB-CT {name}"], times[f"PGB-CT {name}"] = result.ranking(), result.wall_s
-    ctx = bl.Context(tracer, prepared, lambda s: (0.0, 0.0), options={"steps": 5})
+    ctx = bl.Context(tracer, prepared, lambda s: (0.0, 0.0), options=bl.BaselineSettings.preset(steps=5))
     for name in ("atp", "atp_ig"):
         ranking = bl.BASELINES[name](ctx)
         orders[name], times[name] = ranking.order, ranking.wall_s

@@ -4,6 +4,7 @@ block, a Method core that the pipeline reads without naming a method, and import
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -157,7 +158,7 @@ def test_training_data_and_report_never_name_a_method():
 # ---- dependencies point down ---------------------------------------------------------------------
 FLOORS = [  # a module may import from its own floor's other packages only where noted, and below
     {"errors", "stats", "files"},
-    {"plotting", "schedules", "console", "resolvers", "secrets"},
+    {"plotting", "schedules", "console", "resolvers", "secrets", "summaries", "configs"},
     {"rundir"},
     {"models"},
     {"hooks"},
@@ -193,3 +194,99 @@ def test_imports_point_down():
                 if floor_of(there) >= floor_of(here):
                     upward.append(f"{rel}: imports {name}")
     assert upward == []
+
+
+def module_imports() -> dict[str, set[str]]:
+    """Each catlit module -> the catlit modules it names (at any depth of the file: lazy imports
+    count). `from pkg import name` names the submodule where one exists, else the package."""
+    modules = {}
+    for path in SRC.rglob("*.py"):
+        rel = path.relative_to(SRC.parent).with_suffix("")
+        name = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        modules[name] = path
+    graph = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("catlit"):
+                subs = {f"{node.module}.{a.name}" for a in node.names} & modules.keys()
+                found |= subs if len(subs) == len(node.names) else {node.module, *subs}
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name in modules}
+        graph[name] = found - {name}
+    return graph
+
+
+def circles_within_packages(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Import circles whose modules all sit in one package (`catlit.methods`, `catlit.tracing`, ...)."""
+    found = []
+    for start in sorted(graph):
+        package = ".".join(start.split(".")[:2])
+        stack = [(start, [start])]
+        while stack:
+            here, path = stack.pop()
+            for there in sorted(graph.get(here, ())):
+                if there == start:
+                    found.append(path)
+                elif there not in path and there > start and there.startswith(package + "."):
+                    stack.append((there, [*path, there]))
+    return found
+
+
+def test_no_import_circle_inside_a_package():
+    graph = module_imports()
+    assert circles_within_packages(graph) == []
+    # and the check bites: a circle put into the graph is found
+    graph["catlit.methods.base"] = graph["catlit.methods.base"] | {"catlit.methods.finetune"}
+    assert ["catlit.methods.base", "catlit.methods.finetune"] in circles_within_packages(graph)
+
+
+# ---- the Method contract ---------------------------------------------------------------------------
+def test_a_method_checks_its_settings_by_the_rules_train_py_checks(tmp_path):
+    from catlit.errors import ConfigError
+    from catlit.methods.cat import CausalAttentionTuning
+    from catlit.methods.iclm import IndependentCausalLM
+    from catlit.training.checks import check_config
+
+    for method, key, value in [
+        (CausalAttentionTuning, "variant", "hinge2"),
+        (CausalAttentionTuning, "share", 1.5),
+        (IndependentCausalLM, "aggregation", "mean"),
+        (IndependentCausalLM, "domains", 0),
+    ]:
+        message = re.escape(f"method.{key}={value!r}: must be {method.capabilities.config_rules[key][1]}")
+        with pytest.raises(ConfigError, match=message):
+            method(**{key: value})  # built in Python
+        name = "cat" if method is CausalAttentionTuning else "iclm"
+        cfg = compose_cfg(tmp_path, [f"method={name}", f"method.{key}={value}"])
+        with pytest.raises(ConfigError, match=message):
+            check_config(cfg)  # composed by Hydra: the same rule, the same words
+
+
+def test_a_capacity_matched_lora_is_handed_the_method_it_matches(tmp_path):
+    from hydra.utils import instantiate
+
+    from catlit.methods.base import Method
+    from catlit.methods.finetune import Baseline
+    from catlit.methods.iclm import IndependentCausalLM
+
+    cfg = compose_cfg(tmp_path, ["method=lora_matched", "method.match.domains=3"])
+    method = instantiate(cfg.method)
+    assert isinstance(method, Baseline) and isinstance(method.match, IndependentCausalLM)
+    assert method.match.config.domains == 3
+    with pytest.raises(TypeError, match="method.match must build a method"):
+        Baseline(adapter={"r": 4}, match={"domains": 2})
+    with pytest.raises(NotImplementedError, match="does not say what it would train"):
+        Method().trainable_parameters(None)
+    # the finetune reference and the contract: base.py imports no method
+    base = (SRC / "methods" / "base.py").read_text()
+    assert "finetune" not in base.split('"""')[-1] and "iclm" not in base.split('"""')[-1]
+
+
+def test_summaries_are_a_declared_part_of_the_contract():
+    from catlit.eval.attention_probe import AttentionReport
+    from catlit.methods.base import Method
+    from catlit.summaries import RunSummary
+
+    assert issubclass(Method, RunSummary) and issubclass(AttentionReport, RunSummary)
+    assert "hasattr" not in (SRC / "training" / "run.py").read_text()

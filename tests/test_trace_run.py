@@ -14,6 +14,7 @@ from catlit.hooks.selection import read_head_selection
 from catlit.methods.cat import CausalAttentionTuning
 from catlit.tracing.run import run as trace_run
 from tests.helpers.runs import ROOT, compose_cfg, train
+from tests.helpers.traces import write_selection
 
 TRACE_FAST = [
     "select.k=2",
@@ -90,14 +91,12 @@ def test_tracing_guided_cat_restricts_the_loss_to_the_traced_heads(trace_dir, tm
 
 
 def test_trace_needs_a_finished_selection_with_heads(tmp_path):
-    (tmp_path / "selection.json").write_text(
-        json.dumps({"components": [{"kind": "heads", "layer": 0, "index": 1}]})
-    )
+    write_selection(tmp_path, [{"name": "L0H1", "kind": "heads", "layer": 0, "index": 1}])
     with pytest.raises(ValueError, match="that trace did not finish"):  # no metrics.json: cut short
         read_head_selection(tmp_path)
     (tmp_path / "metrics.json").write_text("{}")
     assert read_head_selection(tmp_path) == {0: [1]}
-    (tmp_path / "selection.json").write_text(json.dumps({"components": [{"kind": "mlp", "layer": 0}]}))
+    write_selection(tmp_path, [{"name": "L0M0", "kind": "mlp", "layer": 0, "index": 0}])
     with pytest.raises(ValueError, match="no attention heads"):
         read_head_selection(tmp_path)
 

@@ -164,13 +164,14 @@ def test_positions_select_the_intended_tokens():
 
 
 def test_curve_gathers_a_lambda_sweep(tmp_path):
+    from tests.helpers.traces import write_selection
+
     for i, (lam, size) in enumerate([(0.01, 4), (0.1, 2)]):
         run = tmp_path / str(i)
         run.mkdir()
         (run / "config.yaml").write_text(f"search: {{lambda1: {lam}, lambda2: 0.05}}\n")
-        (run / "selection.json").write_text(
-            json.dumps({"size": size, "effect": {"train": size, "heldout": 1}})
-        )
+        components = [{"name": f"L0H{h}", "kind": "heads", "layer": 0, "index": h} for h in range(size)]
+        write_selection(run, components, effect=(size, 1))
         metrics = {f"topk/k{size}/effect_train": size / 2, f"topk/k{size}/effect_heldout": 0.5}
         (run / "metrics.json").write_text(json.dumps(metrics))
     assert curve_main([str(tmp_path)]) == 0

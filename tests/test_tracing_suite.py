@@ -12,6 +12,7 @@ from catlit.tracing import circuits, suite
 from catlit.tracing.baselines import BASELINES, Context
 from catlit.tracing.measures import area, auroc, curves, log_sizes
 from catlit.tracing.search import loss_scale, pgbct
+from catlit.tracing.settings import BaselineSettings, SearchSettings
 
 ONE_AT_A_TIME = ["topk", "greedy", "atp"]
 
@@ -136,7 +137,8 @@ def test_new_baselines_return_full_orders_and_their_costs(name):
         mask = tracer.space.from_indices(s)
         return tracer.evaluate(mask, prepared), float("nan")
 
-    ctx = Context(tracer, prepared, score, 0, {"steps": 3, "tau": 0.01}, idx, {"epochs": 3}, 2)
+    options, search = BaselineSettings.preset(steps=3, tau=0.01), SearchSettings.preset(epochs=3)
+    ctx = Context(tracer, prepared, score, 0, options, idx, search, 2)
     ranking = BASELINES[name](ctx)
     assert sorted(ranking.order) == list(range(tracer.space.numel))
     assert ranking.order[0] == case.truth[0]

@@ -12,17 +12,8 @@ import time
 from pathlib import Path
 
 import catlit.resolvers  # noqa: F401  (registers the resolvers conf/ uses)
+from catlit.configs import config_dir
 from catlit.errors import WriteFailed
-
-
-def config_dir() -> str:
-    """`conf/` of a source checkout, else the copy packaged inside an installed wheel."""
-    override = os.environ.get("CATLIT_CONFIG_DIR")
-    if override:
-        return str(Path(override).resolve())
-    checkout = Path(__file__).resolve().parents[2] / "conf"
-    return str(checkout if checkout.is_dir() else Path(__file__).resolve().parent / "conf")
-
 
 USER_ERRORS = (
     FileNotFoundError,

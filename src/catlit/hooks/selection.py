@@ -5,15 +5,67 @@ heads:  "all" | [h, ...] (the same heads in every selected layer) | {layer: [h, 
 A selection averages, per layer, over its heads, then over the layers: with "all" / "all" this is the
 mean over every layer and head, the paper's objective.
 
-`read_head_selection` reads the heads of a trace's `selection.json` (written by `trace.py`) as such a
-{layer: [heads]} selection, for `method.heads_from`.
+`Selection` is the schema of a trace's `selection.json`: `trace.py` writes it, and every reader
+(`read_head_selection` for `method.heads_from`, `catlit-trace-curve`) reads it through the same class,
+which names the file and the field that does not fit.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import ClassVar
+
+from catlit.files import write_json
+
+
+@dataclass
+class Selection:
+    """One trace's chosen set (selection.json)."""
+
+    method: str  # the method that chose it ("pgbct")
+    rule: str  # how: "z >= 0.5" | "top 5 of z"
+    size: int
+    effect: dict  # {"train": float, "heldout": float}: the set's mean effect on each split
+    effect_kind: str  # the pairs' effect (odds, prob_drop, logit_diff)
+    model: str  # the traced checkpoint
+    components: list  # [{name, kind, layer, index, hook, z}], best first
+    z: dict  # {component kind: [[z per component] per layer]}
+    restarts: list  # [{objective, size}] per start of the search
+
+    COMPONENT_KEYS: ClassVar[tuple] = ("name", "kind", "layer", "index")
+
+    def write(self, path: Path) -> None:
+        write_json(Path(path), asdict(self))
+
+    @classmethod
+    def read(cls, path: Path) -> Selection:
+        """selection.json, checked against the schema: a ValueError names the file and the field."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path} is damaged ({type(err).__name__}: {err}); run trace.py again") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: not a selection (a JSON object is expected); run trace.py again")
+        types = {"method": str, "rule": str, "size": int, "effect": dict, "effect_kind": str,
+                 "model": str, "components": list, "z": dict, "restarts": list}  # fmt: skip
+        for f in fields(cls):
+            if f.name not in data:
+                raise ValueError(f"{path}: field {f.name!r} is missing; run trace.py again")
+            if not isinstance(data[f.name], types[f.name]):
+                raise ValueError(
+                    f"{path}: field {f.name!r} is {type(data[f.name]).__name__}, not {types[f.name].__name__}"
+                )
+        for i, comp in enumerate(data["components"]):
+            missing = [k for k in cls.COMPONENT_KEYS if not isinstance(comp, dict) or k not in comp]
+            if missing:
+                raise ValueError(f"{path}: components[{i}] lacks {missing}; run trace.py again")
+        if data["size"] != len(data["components"]):
+            raise ValueError(f"{path}: size {data['size']} but {len(data['components'])} components")
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
 
 
 class LayerHeadSelection:
@@ -69,15 +121,13 @@ def read_head_selection(path: str | Path) -> dict[int, list[int]]:
         )
 
     try:
-        data = json.loads(file.read_text())
-        heads: dict[int, list[int]] = {}
-        for comp in data.get("components", []):
-            if comp.get("kind") == "heads":
-                heads.setdefault(int(comp["layer"]), []).append(int(comp["index"]))
-    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as err:
-        raise ValueError(
-            f"method.heads_from: {file} is damaged ({type(err).__name__}: {err}); run trace.py again"
-        ) from None
+        selection = Selection.read(file)
+    except ValueError as err:
+        raise ValueError(f"method.heads_from: {err}") from None
+    heads: dict[int, list[int]] = {}
+    for comp in selection.components:
+        if comp["kind"] == "heads":
+            heads.setdefault(int(comp["layer"]), []).append(int(comp["index"]))
     if not heads:
         raise ValueError(f"{file}: the selection holds no attention heads (trace with components=[heads])")
     return {layer: sorted(h) for layer, h in sorted(heads.items())}

@@ -39,7 +39,8 @@ import torch
 
 from catlit.tracing.effects import effect_loss, effect_of
 from catlit.tracing.engine import Tracer
-from catlit.tracing.search import DEFAULT_LR, loss_scale, penalty_weight
+from catlit.tracing.search import loss_scale, penalty_weight
+from catlit.tracing.settings import BaselineSettings, SearchSettings
 
 
 @dataclass
@@ -77,9 +78,9 @@ class Context:
     train_prep: list  # the training pairs, prepared for evaluation
     score: Callable[[list[int]], tuple[float, float]]  # flat indices -> (train, held-out) effect
     seed: int = 0
-    options: dict = field(default_factory=dict)  # the `baselines` config section
+    options: BaselineSettings = field(default_factory=BaselineSettings.preset)  # trace.yaml's `baselines`
     train_idx: list[int] = field(default_factory=list)  # the search's pairs (hardconcrete trains on them)
-    search: dict = field(default_factory=dict)  # PGB-CT's settings (hardconcrete's data budget)
+    search: SearchSettings = field(default_factory=SearchSettings.preset)  # hardconcrete's budget: PGB-CT's
     max_size: int = 1  # the largest set size any table or curve asks for
 
     @property
@@ -163,7 +164,7 @@ def greedy(ctx: Context) -> Ranking:
 @baseline("greedy_backward")
 def greedy_backward(ctx: Context) -> Ranking:
     tracer, space = ctx.tracer, ctx.tracer.space
-    tau = float(ctx.options.get("tau", 0.01))
+    tau = float(ctx.options.tau)
     started = time.perf_counter()
     kept = set(range(space.numel))
     current = tracer.evaluate(space.full(1.0, device=tracer.device), ctx.train_prep)
@@ -202,9 +203,7 @@ def atp(ctx: Context) -> Ranking:
 
 @baseline("atp_ig")
 def atp_ig(ctx: Context) -> Ranking:
-    steps = int(ctx.options.get("steps", 5))
-    if steps < 1:
-        raise ValueError(f"baselines.steps must be >= 1, got {steps}")
+    steps = ctx.options.steps
     started = time.perf_counter()
     grad = sum(_gradient_at(ctx, j / steps) for j in range(1, steps + 1)) / steps
     wall = time.perf_counter() - started
@@ -227,14 +226,10 @@ def expected_l0(log_alpha: torch.Tensor) -> torch.Tensor:
 @baseline("hardconcrete")
 def hardconcrete(ctx: Context) -> Ranking:
     tracer, space, search = ctx.tracer, ctx.tracer.space, ctx.search
-    epochs, loss = int(search.get("epochs", 15)), search.get("loss", "inverse")
-    lam, schedule = float(search.get("lambda1", 0.05)), search.get("schedule", "constant")
-    rates = {**DEFAULT_LR, **(search.get("lr") or {})}
+    epochs, loss, lam, schedule = search.epochs, search.loss, float(search.lambda1), search.schedule
     started = time.perf_counter()
     log_alpha = space.full(0.0, device=tracer.device, requires_grad=True)
-    opt = torch.optim.Adam(
-        [{"params": [log_alpha[g.kind]], "lr": float(rates[g.kind])} for g in space.groups]
-    )
+    opt = torch.optim.Adam([{"params": [log_alpha[g.kind]], "lr": search.rate(g.kind)} for g in space.groups])
     g = torch.Generator().manual_seed(ctx.seed)
     rng, pairs = random.Random(ctx.seed), list(ctx.train_idx)
     scale = loss_scale(tracer, pairs, loss)
@@ -262,7 +257,7 @@ def hardconcrete(ctx: Context) -> Ranking:
 
 @baseline("random")
 def random_orders(ctx: Context) -> Ranking:
-    draws = int(ctx.options.get("random_draws", 5))
+    draws = ctx.options.random_draws
     rng = random.Random(ctx.seed)
     orders = [rng.sample(range(ctx.numel), ctx.numel) for _ in range(draws)]
     return Ranking("random", orders, 0.0, forwards=0)

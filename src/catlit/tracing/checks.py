@@ -1,4 +1,5 @@
-"""trace.py's settings, checked before anything runs (one error naming the key), and those that
+"""trace.py's settings, checked before anything runs (the search's and the baselines' by their
+settings classes, `catlit.tracing.settings`) (one error naming the key), and those that
 depend on the model (set sizes against its number of components) once it is loaded."""
 
 from __future__ import annotations
@@ -8,42 +9,25 @@ import math
 from omegaconf import DictConfig
 
 from catlit.errors import ConfigError, check_rules, integer, number
+from catlit.tracing.settings import BaselineSettings, SearchSettings
 
 RULES = {
     "seed": (integer(), "an integer"),
-    "search.epochs": (integer(lambda v: v >= 1), "an integer >= 1"),
-    "search.batch_size": (integer(lambda v: v >= 1), "an integer >= 1"),
-    "search.lambda1": (number(lambda v: v >= 0), "a finite number >= 0"),
-    "search.lambda2": (number(lambda v: v >= 0), "a finite number >= 0"),
-    "search.init": (number(lambda v: 0 <= v <= 1), "a number in [0, 1]"),
     "select.threshold": (number(lambda v: 0 <= v <= 1), "a number in [0, 1]"),
     "select.k": (lambda v: v is None or integer(lambda k: k >= 1)(v), "null or an integer >= 1"),
     "heldout_fraction": (number(lambda v: 0 <= v < 1), "a number in [0, 1)"),
     "noise_scale": (number(lambda v: v >= 0), "a finite number >= 0"),
-    "search.restarts": (integer(lambda v: v >= 1), "an integer >= 1"),
-    "search.chunk": (lambda v: v is None or integer(lambda k: k >= 1)(v), "null or an integer >= 1"),
     "noise_std": (lambda v: v is None or number(lambda k: k >= 0)(v), "null or a finite number >= 0"),
-    "baselines.random_draws": (integer(lambda v: v >= 1), "an integer >= 1"),
-    "baselines.steps": (integer(lambda v: v >= 1), "an integer >= 1"),
-    "baselines.tau": (number(lambda v: v >= 0), "a finite number >= 0"),
     "measures.points": (integer(lambda v: v >= 0), "an integer >= 0"),
     "measures.split": (lambda v: v in ("heldout", "train"), "heldout or train"),
-    "baselines.eval_pairs": (lambda v: v is None or integer(lambda k: k >= 1)(v), "null or an integer >= 1"),
     "pairs.limit": (lambda v: v is None or integer(lambda k: k >= 2)(v), "null or an integer >= 2"),
 }
 
 
 def check_trace_config(cfg: DictConfig) -> None:
     check_rules(cfg, RULES)
-    rates = cfg.search.get("lr")
-    if not isinstance(rates, DictConfig):
-        raise ConfigError(
-            f"search.lr={rates!r}: must be a rate per component kind, e.g. {{heads: 0.1, mlp: 0.5}}"
-        )
-    for kind, rate in rates.items():
-        # Adam moves z by about lr a step and z lives in [0, 1]: a step past 10 is a typo, not a setting
-        if not number(lambda v: 0 < v <= 10)(rate):
-            raise ConfigError(f"search.lr.{kind}={rate!r}: must be a number in (0, 10]")
+    SearchSettings.from_config(cfg.search)  # the search's and the baselines' own rules
+    BaselineSettings.from_config(cfg.baselines)
 
 
 def check_sizes(cfg: DictConfig, numel: int) -> None:

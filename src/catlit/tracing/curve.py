@@ -19,6 +19,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from catlit.hooks.selection import Selection
 from catlit.tracing.plots import effect_vs_size
 
 KEY = re.compile(r"^([a-z_]+)/k(\d+)/effect_(train|heldout)$")  # every method's table row
@@ -32,15 +33,15 @@ def collect(folders: list[Path]) -> tuple[list[dict], dict]:
             metrics_file, config_file = run / "metrics.json", run / "config.yaml"
             if not (metrics_file.is_file() and config_file.is_file()):
                 continue
-            selection, metrics = json.loads(selection_file.read_text()), json.loads(metrics_file.read_text())
+            selection, metrics = Selection.read(selection_file), json.loads(metrics_file.read_text())
             cfg = OmegaConf.load(config_file)
             points.append(
                 {
                     "lambda1": cfg.search.lambda1,
                     "lambda2": cfg.search.lambda2,
-                    "size": selection["size"],
-                    "train": selection["effect"]["train"],
-                    "heldout": selection["effect"]["heldout"],
+                    "size": selection.size,
+                    "train": selection.effect["train"],
+                    "heldout": selection.effect["heldout"],
                     "dir": str(run),
                 }
             )

@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 import transformers
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from catlit.files import write_json
+from catlit.hooks.selection import Selection
 from catlit.models.architectures import Layout
 from catlit.models.loading import load_local
 from catlit.rundir import RunDir
@@ -28,6 +28,7 @@ from catlit.tracing.engine import Tracer
 from catlit.tracing.measures import log_sizes
 from catlit.tracing.pairs import encode_pairs
 from catlit.tracing.search import SearchResult, pgbct
+from catlit.tracing.settings import BaselineSettings, SearchSettings
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +66,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         space = tracer.space
         check_sizes(cfg, space.numel)
         truth = truth_indices(cfg.get("truth"), space)
-        result = pgbct(
-            tracer, train_idx, seed=cfg.seed, threshold=cfg.select.threshold, **search_options(cfg.search)
-        )
+        search = SearchSettings.from_config(cfg.search)
+        result = pgbct(tracer, train_idx, search, seed=cfg.seed, threshold=cfg.select.threshold)
         selected = result.top(cfg.select.k) if cfg.select.k else result.threshold(cfg.select.threshold)
         if not selected:
             log.warning(
@@ -77,7 +77,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             )
         sizes = sorted({s for s in [*(cfg.baselines.sizes or []), len(selected)] if 0 < s <= space.numel})
         ctx = _context(cfg, tracer, train_idx, held_idx, max(sizes, default=1))
-        epochs = cfg.search.epochs * cfg.search.restarts
+        epochs = search.passes
         rankings = [
             Ranking("pgbct", [result.ranking()], result.wall_s, 2 * epochs + 2, epochs + 1, chosen=selected)
         ]
@@ -207,34 +207,26 @@ def _context(cfg: DictConfig, tracer: Tracer, train_idx, held_idx, max_size: int
         )
         return check_finite(tracer.evaluate(mask, train_prep), "an effect on the training pairs"), held
 
-    options = OmegaConf.to_container(cfg.baselines, resolve=True)
-    search = OmegaConf.to_container(cfg.search, resolve=True)
+    options = BaselineSettings.from_config(cfg.baselines)
+    search = SearchSettings.from_config(cfg.search)
     return Context(tracer, train_prep, score, cfg.seed, options, list(train_idx), search, max_size)
-
-
-def search_options(search: DictConfig) -> dict:
-    keys = ("epochs", "lambda1", "lambda2", "schedule", "loss", "init", "batch_size", "chunk", "restarts")
-    return {"lr": OmegaConf.to_container(search.lr), **{k: search[k] for k in keys}}
 
 
 def write_outputs(
     cfg, run_dir: RunDir, space, result: SearchResult, selected, main, rows, rankings, measured
 ) -> dict:
     """selection.json and the plots; returns the metrics (metrics.json is the caller's, written last)."""
-    write_json(
-        run_dir / "selection.json",
-        {
-            "method": "pgbct",
-            "rule": f"top {cfg.select.k} of z" if cfg.select.k else f"z >= {cfg.select.threshold}",
-            "size": len(selected),
-            "effect": {"train": main[0], "heldout": main[1]},
-            "effect_kind": cfg.pairs.effect,
-            "model": str(cfg.model.path),
-            "components": [{**space.describe(i), "z": round(float(result.z[i]), 4)} for i in selected],
-            "z": {k: v.tolist() for k, v in space.unflatten(result.z).items()},
-            "restarts": [{"objective": o, "size": n} for o, n in result.restarts],
-        },
-    )
+    Selection(
+        method="pgbct",
+        rule=f"top {cfg.select.k} of z" if cfg.select.k else f"z >= {cfg.select.threshold}",
+        size=len(selected),
+        effect={"train": main[0], "heldout": main[1]},
+        effect_kind=cfg.pairs.effect,
+        model=str(cfg.model.path),
+        components=[{**space.describe(i), "z": round(float(result.z[i]), 4)} for i in selected],
+        z={k: v.tolist() for k, v in space.unflatten(result.z).items()},
+        restarts=[{"objective": o, "size": n} for o, n in result.restarts],
+    ).write(run_dir / "selection.json")
     metrics: dict[str, float] = {}
     curves: dict[str, list[tuple[int, float]]] = {}
     for r in rows:

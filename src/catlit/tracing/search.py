@@ -27,10 +27,10 @@ import torch
 
 from catlit.schedules import Schedule
 from catlit.tracing.engine import Tracer
+from catlit.tracing.settings import SearchSettings
 
 # the release's names -> catlit's schedule table (catlit.schedules)
 SCHEDULES = {"constant": "constant", "linear": "grow_linear", "exp": "grow_exp", "poly": "grow_poly"}
-DEFAULT_LR = {"heads": 0.1, "mlp": 0.5, "neurons": 0.5, "attn_blocks": 0.1, "mlp_blocks": 0.1}
 
 
 def penalty_weight(schedule: str, lam: float, epoch: int) -> float:
@@ -70,52 +70,44 @@ class SearchResult:
 def pgbct(
     tracer: Tracer,
     indices: list[int],
-    epochs: int = 15,
-    lr: dict | None = None,
-    lambda1: float = 0.05,
-    lambda2: float = 0.05,
-    schedule: str = "constant",
-    loss: str = "inverse",
-    init: float = 0.5,
+    settings: SearchSettings | None = None,
+    *,
     seed: int = 0,
-    batch_size: int | None = None,
-    chunk: int | None = None,
-    restarts: int = 1,
     threshold: float = 0.5,
+    **changes,
 ) -> SearchResult:
-    """PGB-CT from z = `init`, then `restarts - 1` more searches: first knock-out starts (z = `init`
-    with one component of the first search's set at 0, in the order of its ranking: a component
-    that wins on its own while it hides a larger joint effect is kept out of the start, so the
-    search can see the joint effect), then random starts (z uniform in [0, 1], seeded). The search
-    kept is the one whose thresholded set has the lowest hard objective on the pairs (effect loss of
-    the hard mask + λ1 × set size: the soft objective at a binary z, with λ1 at its own value; the
-    schedule only anneals the search, and its grown last-epoch weight would favour any singleton)."""
-    if restarts < 1:
-        raise ValueError(f"search.restarts must be >= 1, got {restarts}")
-    options = dict(
-        epochs=epochs, lr=lr, lambda1=lambda1, lambda2=lambda2, schedule=schedule, loss=loss, seed=seed,
-        batch_size=batch_size or tracer.batch_size, chunk=chunk,
-    )  # fmt: skip
+    """PGB-CT with `settings` (where not given: conf/search/default.yaml's, in batches of the
+    tracer's size; `changes` on top, e.g. `epochs=3`) from z = `init`, then `restarts - 1` more
+    searches: first knock-out starts (z = `init` with one component of the first search's set at 0,
+    in the order of its ranking: a component that wins on its own while it hides a larger joint
+    effect is kept out of the start, so the search can see the joint effect), then random starts
+    (z uniform in [0, 1], seeded). The search kept is the one whose thresholded set has the lowest
+    hard objective on the pairs (effect loss of the hard mask + λ1 × set size: the soft objective at
+    a binary z, with λ1 at its own value; the schedule only anneals the search, and its grown
+    last-epoch weight would favour any singleton)."""
+    if settings is None:
+        settings = SearchSettings.preset(batch_size=tracer.batch_size)
+    s = settings.replace(**changes) if changes else settings
     started = time.perf_counter()
-    options["scale"] = loss_scale(tracer, indices, loss)
+    scale = loss_scale(tracer, indices, s.loss)
     best, tried, knockouts = None, [], []
     space = tracer.space
-    for r in range(restarts):
+    for r in range(s.restarts):
         if r == 0:
-            start = space.full(init, device=tracer.device)
+            start = space.full(s.init, device=tracer.device)
         elif r <= len(knockouts):
-            flat = torch.full((space.numel,), float(init), device=tracer.device)
+            flat = torch.full((space.numel,), float(s.init), device=tracer.device)
             flat[knockouts[r - 1]] = 0.0
             start = space.unflatten(flat)
         else:
             g = torch.Generator().manual_seed(seed * 7919 + r)
             start = space.unflatten(torch.rand(space.numel, generator=g).to(tracer.device))
-        result = _search(tracer, indices, start, **options)
+        result = _search(tracer, indices, start, s, seed, scale)
         if r == 0:
             knockouts = result.threshold(threshold)
         chosen = result.threshold(threshold)
-        effect_loss = hard_objective(tracer, indices, chosen, loss, options["scale"])
-        result.objective = effect_loss + lambda1 * len(chosen)
+        effect_loss = hard_objective(tracer, indices, chosen, s.loss, scale)
+        result.objective = effect_loss + s.lambda1 * len(chosen)
         tried.append((result.objective, len(chosen)))
         if best is None or result.objective < best.objective:
             best = result
@@ -173,18 +165,16 @@ def accumulate_effect_loss(
     return total
 
 
-def _search(
-    tracer, indices, start, epochs, lr, lambda1, lambda2, schedule, loss, seed, batch_size, chunk, scale=1.0
-) -> SearchResult:
+def _search(tracer, indices, start, s: SearchSettings, seed: int, scale: float) -> SearchResult:
     space = tracer.space
-    rates = {**DEFAULT_LR, **(lr or {})}
+    loss, chunk, batch_size = s.loss, s.chunk, s.batch_size
     z = {k: v.detach().clone().requires_grad_(True) for k, v in start.items()}
-    opt = torch.optim.Adam([{"params": [z[g.kind]], "lr": float(rates[g.kind])} for g in space.groups])
+    opt = torch.optim.Adam([{"params": [z[g.kind]], "lr": s.rate(g.kind)} for g in space.groups])
     rng, order = random.Random(seed), list(indices)
     result = SearchResult(z=space.flatten(z).detach().cpu().clone())
-    for epoch in range(epochs):
-        l1 = penalty_weight(schedule, lambda1, epoch)
-        l2 = penalty_weight(schedule, lambda2, epoch)
+    for epoch in range(s.epochs):
+        l1 = penalty_weight(s.schedule, s.lambda1, epoch)
+        l2 = penalty_weight(s.schedule, s.lambda2, epoch)
         rng.shuffle(order)
         total, steps = 0.0, 0
         for batch_indices in _chunks(order, batch_size):

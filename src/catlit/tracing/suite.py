@@ -26,8 +26,9 @@ from catlit.tracing.circuits import Case
 from catlit.tracing.measures import auroc
 from catlit.tracing.planted import orient
 from catlit.tracing.search import pgbct
+from catlit.tracing.settings import BaselineSettings, SearchSettings
 
-SEARCH = dict(epochs=15, lambda1=0.05, lambda2=0.05, schedule="constant", loss="inverse")  # search=default
+SEARCH = SearchSettings.preset().to_dict()  # search=default (the suite batches as its tracers do)
 
 
 @dataclass
@@ -89,9 +90,9 @@ def split(n: int, heldout_fraction: float, seed: int) -> tuple[list[int], list[i
     return sorted(order[n_held:]), sorted(order[:n_held])
 
 
-def pgbct_ranking(tracer, train_idx, search: dict, seed: int) -> Ranking:
-    result = pgbct(tracer, train_idx, seed=seed, **search)
-    epochs = search.get("epochs", 15) * search.get("restarts", 1)
+def pgbct_ranking(tracer, train_idx, search: SearchSettings, seed: int) -> Ranking:
+    result = pgbct(tracer, train_idx, search, seed=seed)
+    epochs = search.passes
     chosen = result.threshold(0.5)
     return Ranking("pgbct", [result.ranking()], result.wall_s, 2 * epochs + 2, epochs + 1, chosen=chosen)
 
@@ -108,8 +109,8 @@ def run_case(
 ) -> list[Row]:
     """Every method in `methods` (registry names, or "pgbct"; `variants` adds PGB-CT runs under
     their own names with their own search settings) on `case`."""
-    search = {**SEARCH, **(search or {})}
     tracer = case.tracer(batch_size=batch_size)
+    search = SearchSettings.from_config({**SEARCH, "batch_size": batch_size, **(search or {})})
     if case.truth:
         orient(tracer)
     if case.heldout is not None:
@@ -131,11 +132,10 @@ def run_case(
     reference = held(case.truth) if case.truth else float("nan")
     random_held = [held(random.Random(seed + d).sample(range(space.numel), k)) for d in range(40)]
     threshold = max(random_held)
-    ctx = Context(
-        tracer, train_prep, score, seed, {"random_draws": 5, **(options or {})}, train_idx, search, k
-    )
+    options = BaselineSettings.preset(random_draws=5, **(options or {}))
+    ctx = Context(tracer, train_prep, score, seed, options, train_idx, search, k)
     runs = {name: None for name in methods}
-    runs.update({name: {**search, **v} for name, v in (variants or {}).items()})
+    runs.update({name: search.replace(**v) for name, v in (variants or {}).items()})
     rows = []
     for name, settings in runs.items():
         with peak_memory(tracer.device) as mem:
