@@ -154,7 +154,7 @@ def test_model_base_trains_and_traces_from_the_cached_base(tmp_path):
 
 @pytest.mark.slow
 def test_iclm_acre_base_fine_tunes_every_module_from_the_base(tmp_path):
-    """`experiment=iclm_acre_base` (README "ICLM") runs ICLM's router, invariant and domain modules
+    """`experiment=iclm_acre_base` (docs/iclm.md) runs ICLM's router, invariant and domain modules
     on the pretrained base, with prompts the base's tokenizer makes longer than 256 tokens."""
     pretrain = small_base(tmp_path / "bases")
     run = [sys.executable, "train.py", "experiment=iclm_acre_base", pretrain, "logger=none"]

@@ -1,4 +1,4 @@
-"""The vectorised Re-Attention loss against its specification (README, "The Re-Attention loss")."""
+"""The vectorised Re-Attention loss against its specification (docs/cat.md)."""
 
 from __future__ import annotations
 

@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     missing = [str(f) for f in files if not f.exists()]
     if missing:
-        parser.error(f"no such file or folder: {', '.join(missing)} (the released data: see README)")
+        parser.error(f"no such file or folder: {', '.join(missing)} (the released data: see docs/papers.md)")
     for f in files:
         cov = file_coverage(f, tokenizer, args.max_length)
         if cov is not None:
