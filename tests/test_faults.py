@@ -559,3 +559,59 @@ def test_partial_files_of_killed_saves_are_removed_when_the_run_dir_is_claimed_a
     assert sorted(p.name for p in ckpts.iterdir()) == ["last.ckpt"]
     assert not list((tmp_path / "run").glob(f".model{PARTIAL}*"))
     assert "removed 2 partial file(s) that killed saves left" in capsys.readouterr().out
+
+
+# ---- shared filesystems: the lock file where flock is not supported --------------------------------
+def test_without_flock_a_lock_file_refuses_a_live_run_and_takes_over_a_dead_ones(
+    tmp_path, monkeypatch, capsys
+):
+    import json
+    import socket
+
+    from catlit.rundir import OWNER, RunDirBusy
+
+    monkeypatch.setenv("CATLIT_RUN_LOCK", "file")  # as on Lustre mounted without flock
+    run_dir = tmp_path / "run"
+    with RunDir(run_dir).claim():
+        held = json.loads((run_dir / OWNER).read_text())
+        assert (held["host"], held["pid"]) == (socket.gethostname(), os.getpid())
+        busy = rf"in use by another catlit run \(pid {os.getpid()} on "
+        with pytest.raises(RunDirBusy, match=busy), RunDir(run_dir).claim():
+            pass
+    assert not (run_dir / OWNER).exists()  # released with the run
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (run_dir / OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "since": "t0"}))
+    with RunDir(run_dir).claim():  # a stale lock of a dead process on this host: named, taken over
+        assert json.loads((run_dir / OWNER).read_text())["pid"] == os.getpid()
+    assert (
+        f"a stale lock of pid {dead.pid} (started t0), which is dead; taking the lock over"
+        in capsys.readouterr().out
+    )
+
+    (run_dir / OWNER).write_text(json.dumps({"host": "node7", "pid": 1, "since": "t0", "slurm_job": "99"}))
+    with pytest.raises(RunDirBusy, match=r"pid 1 on node7 since t0"), RunDir(run_dir).claim():
+        pass  # another host: whether it lives cannot be told, so it is refused
+    monkeypatch.setenv("SLURM_JOB_ID", "99")  # ... unless it is this very SLURM job, requeued
+    with RunDir(run_dir).claim():
+        pass
+    assert "this SLURM job's own (99, requeued)" in capsys.readouterr().out
+
+
+def test_a_filesystem_without_flock_falls_back_to_the_lock_file(tmp_path, monkeypatch, capsys):
+    import errno
+    import fcntl
+
+    from catlit.rundir import OWNER
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    with RunDir(tmp_path / "run").claim():
+        assert (tmp_path / "run" / OWNER).is_file()
+    assert (
+        f"flock is not supported here (No locks available); locking with {OWNER} instead"
+        in capsys.readouterr().out
+    )

@@ -95,3 +95,80 @@ def test_a_resume_that_changes_the_run_is_refused_and_one_that_extends_it_is_not
         tmp_path, "method=cat_share", "trainer.max_epochs=2", "logger=none", f"ckpt_path={last}"
     )
     assert "test/iid/acc" in metrics
+
+
+SLURM = {  # what SLURM sets for a one-task batch job (Lightning reads these to pick its SLURM environment)
+    "SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "catlit-sweep",
+    "SLURM_NODELIST": "localhost", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
+}  # fmt: skip
+
+
+def fake_scontrol(folder: Path) -> dict:
+    """`scontrol` cannot exist here: a stand-in at the protocol level, which records the command it got
+    (SLURM would then kill the job and run its script again)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "scontrol"
+    script.write_text(f'#!/bin/sh\necho "$@" >> {folder / "calls"}\n')
+    script.chmod(0o755)
+    import os
+
+    return {**os.environ, **SLURM, "PATH": f"{folder}:{os.environ['PATH']}"}
+
+
+@pytest.mark.slow
+def test_the_requeue_signal_stops_at_an_epoch_end_and_the_rerun_equals_the_uninterrupted_one(tmp_path):
+    whole = tmp_path / "whole"
+    assert train_py(whole, "method=cat_share").returncode == 0
+
+    env = fake_scontrol(tmp_path / "bin")
+    run_dir = tmp_path / "requeued"
+    signalled = [  # SIGUSR1 in the middle of the second epoch, as SLURM's --signal=USR1@<s> sends it
+        "ckpt_path=auto",
+        "+callbacks.warn._target_=tests.helpers.faults.KillAt",
+        f"+callbacks.warn.step={STEPS_PER_EPOCH + 2}",
+        "+callbacks.warn.signal_name=USR1",
+    ]
+    args = [sys.executable, "train.py", *RUN, "method=cat_share", f"hydra.run.dir={run_dir}", *signalled]
+    first = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "SLURM job 4242 requeued" in first.stdout
+    assert (tmp_path / "bin" / "calls").read_text() == "requeue 4242\n"
+    assert not (run_dir / "metrics.json").exists()  # stopped: no test, no results
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1  # epoch 2 done
+
+    # the requeued job runs the same script: ckpt_path=auto takes the run directory back and resumes
+    args = [a for a in args if not a.startswith("+callbacks.warn")]
+    second = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "ckpt_path=auto: resuming from" in second.stdout
+    assert_equal_runs(run_dir, whole)
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_rerun_skips_finished_jobs_resumes_the_killed_one_and_starts_the_rest(tmp_path):
+    sweep = tmp_path / "sweep"
+    command = [sys.executable, "train.py", "-m", *RUN, "trainer.max_epochs=2", "method=baseline",
+               "seed=1,2,3", f"hydra.sweep.dir={sweep}", "ckpt_path=auto"]  # fmt: skip
+    kill = ["+callbacks.kill._target_=tests.helpers.faults.KillAt", "+callbacks.kill.job=1",
+            f"+callbacks.kill.step={STEPS_PER_EPOCH + 2}"]  # fmt: skip
+    first = subprocess.run([*command, *kill], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert first.returncode == -9  # the whole sweep died in its second job
+    assert (sweep / "0" / "metrics.json").is_file() and not (sweep / "1" / "metrics.json").exists()
+    assert not (sweep / "2").exists()
+    done_before = (
+        (sweep / "0" / "metrics.json").read_bytes(),
+        (sweep / "0" / "metrics.json").stat().st_mtime_ns,
+    )
+
+    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    out = second.stdout
+    assert f"run directory {sweep / '0'} holds a finished run: skipped (ckpt_path=auto)" in out
+    assert f"ckpt_path=auto: resuming from {sweep / '1' / 'checkpoints'}" in out
+    assert "ckpt_path=auto: no checkpoint yet: starting" in out
+    assert (
+        (sweep / "0" / "metrics.json").read_bytes(),
+        (sweep / "0" / "metrics.json").stat().st_mtime_ns,
+    ) == done_before
+    for job in ("1", "2"):
+        assert "test/ood/acc" in json.loads((sweep / job / "metrics.json").read_text())

@@ -98,6 +98,42 @@ def test_wandb_offline_logger_records_the_run(tmp_path):
     assert len(images) == 3, images  # ratio curve + 2 heatmaps, one key each
 
 
+def tensorboard_scalars(folder: Path) -> dict[str, list[float]]:
+    """Every scalar in the TFRecord event files under `folder`, read back from the bytes (length,
+    crc, an Event protobuf, crc per record)."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    scalars: dict[str, list[float]] = {}
+    for path in folder.rglob("events.out.tfevents.*"):
+        data, at = path.read_bytes(), 0
+        while at < len(data):
+            (length,) = struct.unpack("<Q", data[at : at + 8])
+            event = Event.FromString(data[at + 12 : at + 12 + length])
+            at += 12 + length + 4
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append(value.simple_value)
+    return scalars
+
+
+def test_tensorboard_and_mlflow_loggers_record_the_run(tmp_path):
+    _, _, metrics, run_dir = train(tmp_path / "tb", "logger=tensorboard", "trainer.log_every_n_steps=1")
+    scalars = tensorboard_scalars(run_dir / "tensorboard")
+    assert "train/loss" in scalars and all(v == v for v in scalars["train/loss"])  # finite, not NaN
+    assert scalars["test/iid/acc"][-1] == pytest.approx(metrics["test/iid/acc"])
+
+    from mlflow.tracking import MlflowClient
+
+    _, _, metrics, run_dir = train(tmp_path / "ml", "logger=mlflow", "trainer.log_every_n_steps=1")
+    client = MlflowClient(tracking_uri=f"file:{run_dir / 'mlruns'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("train").experiment_id])
+    assert run.info.status == "FINISHED" and run.info.run_name.startswith("train-cat_share-stg-s")
+    assert run.data.metrics["test/iid/acc"] == pytest.approx(metrics["test/iid/acc"])
+    assert run.data.params["method/name"] == "cat_share" and run.data.tags["sweep"]
+    assert len(client.get_metric_history(run.info.run_id, "train/loss")) >= 2
+
+
 @pytest.mark.released_data
 def test_released_jsonl_files_train_and_score(tmp_path, released_data):
     _, _, metrics, _ = train(

@@ -5,6 +5,10 @@
   resumes from a checkpoint inside it). What a run that stopped before its first checkpoint left
   (config, logs; no results, model or checkpoint) is moved aside into `.stopped-<time>-<pid>/`, so a
   rerun into the same directory is not refused forever.
+- The lock is `flock` on `.lock`, which the OS releases when the process dies. Where the filesystem
+  does not support it (Lustre mounted without `flock`, some NFS; or `CATLIT_RUN_LOCK=file`), an
+  exclusive lock file `.lock.owner` (host, pid, start time, SLURM job) stands in: one left by a dead
+  process on this host is named and taken over, and a requeued SLURM job takes its own back.
 - Every file is written atomically (`catlit.files`): a temporary file in
   the same directory, flushed to disk and renamed over the old one, so a reader (or a crash) sees the
   old complete file or the new one, never a part, and a failed write keeps the old file.
@@ -26,7 +30,8 @@ from catlit.files import remove_partials, write_json, write_text
 from catlit.secrets import redact, write_hydra_files
 
 LOCK = ".lock"
-KEEP = {".hydra", LOCK}  # what Hydra (and the lock) put into a run directory before the run starts
+OWNER = ".lock.owner"  # the lock file where flock is not supported
+KEEP = {".hydra", LOCK, OWNER}  # what Hydra (and the lock) put into a run directory before the run starts
 FINISHED = "metrics.json"
 STOPPED = ".stopped-"  # what a run that stopped before its first checkpoint left, kept aside
 WORK = {FINISHED, "model", "selection.json", "summary.md", "predictions"}  # never set aside
@@ -65,8 +70,11 @@ class RunDir:
             self._unlock()
 
     def _lock(self) -> None:
+        import errno
         import fcntl
 
+        if os.environ.get("CATLIT_RUN_LOCK", "flock") == "file":
+            return self._lock_file()
         handle = open(self.path / LOCK, "a+")  # noqa: SIM115  (held for the life of the run)
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -74,20 +82,77 @@ class RunDir:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise RunDirBusy(
-                f"run directory {self.path} is in use by another catlit run ({holder}): wait for it, or "
-                "choose another hydra.run.dir"
-            ) from None
+            raise self._busy(holder) from None
+        except OSError as err:  # the filesystem has no flock (ENOLCK, EOPNOTSUPP, ENOSYS)
+            handle.close()
+            if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+            print(f"run directory {self.path}: flock is not supported here ({err.strerror}); "
+                  f"locking with {OWNER} instead", flush=True)  # fmt: skip
+            return self._lock_file()
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}")
         handle.flush()
         self._lock_handle = handle
 
+    def _busy(self, holder: str) -> RunDirBusy:
+        return RunDirBusy(
+            f"run directory {self.path} is in use by another catlit run ({holder}): wait for it, or "
+            "choose another hydra.run.dir"
+        )
+
+    def _lock_file(self) -> None:
+        """An exclusive lock file (created with O_EXCL, which every shared filesystem honours)."""
+        import json
+        import socket
+        import time
+
+        owner = self.path / OWNER
+        me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "slurm_job": os.environ.get("SLURM_JOB_ID")}  # fmt: skip
+        for _ in range(2):
+            try:
+                fd = os.open(owner, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    held = json.loads(owner.read_text())
+                except (OSError, ValueError):
+                    held = {}
+                taken_over = self._stale(held, me)
+                if not taken_over:
+                    pid, host, since = (held.get(k, "?") for k in ("pid", "host", "since"))
+                    holder = f"pid {pid} on {host} since {since}"
+                    raise self._busy(holder) from None
+                print(f"run directory {self.path}: {taken_over}; taking the lock over", flush=True)
+                owner.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as handle:
+                json.dump(me, handle)
+            self._lock_handle = owner
+            return
+        raise self._busy(f"a lock file {owner} that keeps coming back")
+
+    @staticmethod
+    def _stale(held: dict, me: dict) -> str | None:
+        """Why a lock file may be taken over (its process is gone), or None (it may be alive)."""
+        if held.get("slurm_job") and held.get("slurm_job") == me["slurm_job"]:
+            return f"the lock is this SLURM job's own ({held['slurm_job']}, requeued)"
+        if held.get("host") == me["host"] and isinstance(held.get("pid"), int):
+            try:
+                os.kill(held["pid"], 0)
+            except ProcessLookupError:
+                return f"a stale lock of pid {held['pid']} (started {held.get('since', '?')}), which is dead"
+            except PermissionError:
+                return None  # alive, another user's
+        return None
+
     def _unlock(self) -> None:
-        if self._lock_handle is not None:
+        if isinstance(self._lock_handle, Path):  # the lock file
+            self._lock_handle.unlink(missing_ok=True)
+        elif self._lock_handle is not None:
             self._lock_handle.close()  # closing the descriptor releases the lock
-            self._lock_handle = None
+        self._lock_handle = None
 
     def _check_free(self, resume_from: str | None, what: str) -> None:
         existing = sorted(

@@ -1,7 +1,11 @@
-"""Lightning's WandbLogger, minus a setting that wandb has deprecated (it warns on every run)."""
+"""The trackers' loggers: Lightning's WandbLogger minus a setting that wandb has deprecated (it warns on
+every run), and MLflow's with a file store (the store that needs no server) allowed."""
 
 from __future__ import annotations
 
+import os
+
+from lightning.pytorch.loggers import MLFlowLogger as _MLFlowLogger
 from lightning.pytorch.loggers import WandbLogger as _WandbLogger
 
 
@@ -10,6 +14,17 @@ class WandbLogger(_WandbLogger):
         super().__init__(*args, **kwargs)
         if self._wandb_init.get("anonymous") is None:
             self._wandb_init.pop("anonymous", None)
+
+
+class MLFlowLogger(_MLFlowLogger):
+    """Lightning's MLFlowLogger. MLflow 3 refuses a `file:` tracking URI unless told it is wanted; a
+    file store is what `logger=mlflow` writes by default (`<run dir>/mlruns`, read back with
+    `mlflow ui --backend-store-uri <that folder>`), so it is allowed for such a URI."""
+
+    def __init__(self, *args, tracking_uri: str | None = None, **kwargs):
+        if tracking_uri and tracking_uri.startswith("file:"):
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        super().__init__(*args, tracking_uri=tracking_uri, **kwargs)
 
 
 def finish_loggers(loggers: list) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -26,6 +27,7 @@ from catlit.training.checks import check_config
 from catlit.training.distributed import build_strategy, destroy_process_group, full_state_dict, hydra_job_argv
 from catlit.training.loggers import finish_loggers
 from catlit.training.module import TaskModule
+from catlit.training.requeue import AUTO, Requeue, StoppedForRequeue, resolve_auto
 from catlit.training.results import format_table
 from catlit.training.resume import check_resume, identity
 
@@ -36,6 +38,8 @@ def run(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     """Train and evaluate as `cfg` says; returns (cfg.optimized_metric's value, all metrics)."""
     started = time.time()
     check_config(cfg)
+    if cfg.get("ckpt_path") == AUTO and (done := resolve_auto(cfg)) is not None:
+        return _optimized(cfg, done), done  # a rerun sweep: this job had finished
     if cfg.get("ckpt_path"):  # before anything is written: a resume that changes the run is refused
         if not Path(cfg.ckpt_path).is_file():
             raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path!r} does not exist")
@@ -48,7 +52,14 @@ def run(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
             run_dir.write_config(cfg)
         module, datamodule, trainer, loggers = setup(cfg, run_dir, rank_zero)
         with hydra_job_argv():  # DDP children join this job, not a new sweep
-            metrics, best = fit_and_test(cfg, trainer, module, datamodule)
+            try:
+                metrics, best = fit_and_test(cfg, trainer, module, datamodule)
+            except StoppedForRequeue as stop:  # the signal came: the epoch's checkpoint is written
+                if rank_zero:
+                    print(stop.callback.requeue(run_dir.path), flush=True)
+                finish_loggers(loggers)
+                destroy_process_group()
+                return None, {}
             if trainer.is_global_zero:
                 _write_predictions(run_dir, module, datamodule)
                 if datamodule.group_by:  # e.g. ACRE's query types
@@ -62,13 +73,18 @@ def run(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
             run_dir.write_metrics(metrics)  # last: the run is complete
         finish_loggers(loggers)
         destroy_process_group()
+    return _optimized(cfg, metrics), metrics
+
+
+def _optimized(cfg: DictConfig, metrics: dict) -> float | None:
+    """cfg.optimized_metric's value (what a sweeper minimises or maximises)."""
     target = cfg.get("optimized_metric")
     if target and target not in metrics and not cfg.get("train", True):
         log.warning("optimized_metric=%s: not produced by a run that only tests; returning none", target)
         target = None
     if target and target not in metrics:
         raise KeyError(f"optimized_metric={target!r} was not produced; available: {sorted(metrics)}")
-    return (metrics[target] if target else None), metrics
+    return metrics[target] if target else None
 
 
 def setup(cfg: DictConfig, run_dir: RunDir, rank_zero: bool):
@@ -114,12 +130,16 @@ def setup(cfg: DictConfig, run_dir: RunDir, rank_zero: bool):
             precision,
         )
         extra["precision"] = precision
+    callbacks = _instantiate_all(cfg.get("callbacks"))
+    plugins = [AtomicCheckpointIO()]
+    if SLURMEnvironment.detect() and any(isinstance(c, Requeue) for c in callbacks):
+        plugins.append(SLURMEnvironment(auto_requeue=False))  # Requeue stops at an epoch end instead
     trainer: L.Trainer = instantiate(
         cfg.trainer,
         logger=loggers or False,
-        callbacks=_instantiate_all(cfg.get("callbacks")),
+        callbacks=callbacks,
         strategy=build_strategy(cfg.trainer.get("strategy", "auto"), model),
-        plugins=[AtomicCheckpointIO()],
+        plugins=plugins,
         **extra,
     )
     for lg in loggers:  # secret values never reach a logger's files (wandb syncs them)
@@ -148,6 +168,7 @@ def fit_and_test(cfg: DictConfig, trainer: L.Trainer, module: TaskModule, datamo
         if cfg.get("ckpt_path"):  # a damaged file is named, with the newest loadable one beside it
             load_checkpoint(cfg.ckpt_path)
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path") or None, weights_only=True)
+        Requeue.check(trainer)  # stopped on the cluster's signal: no validation, no test
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if best:  # validation figures from the weights that test uses, not the last epoch's
             for result in trainer.validate(
