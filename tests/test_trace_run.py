@@ -195,7 +195,13 @@ def test_pairs_presets_set_the_released_intervention_and_search_paper_its_optimi
 
 
 def test_trace_scores_rankings_against_a_known_circuit(trained_model, tmp_path):
-    fast = [*TRACE_FAST, "baselines.methods=[topk,atp,random]", "search.epochs=2", "measures.points=3"]
+    fast = [
+        *TRACE_FAST,
+        "baselines.methods=[topk,atp,random]",
+        "search.epochs=2",
+        "measures.grid=log",
+        "measures.points=3",
+    ]
     cfg = compose_cfg(tmp_path, [f"model.path={trained_model}", *fast, "truth=[L0H1,L1H2]"], "trace")
     metrics = trace_run(cfg)
     for method in ("pgbct", "topk", "atp", "random"):

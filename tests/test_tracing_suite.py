@@ -123,7 +123,7 @@ def test_curves_of_the_truth_first_ranking_on_a_planted_case():
     assert at2 == pytest.approx(tracer.evaluate(tracer.space.from_indices(case.truth), prepared) / full)
     assert at2 > 2 and out["sufficiency"][-1] == pytest.approx(1.0)  # the inhibitor: a subset beats all
     assert out["necessity"][-1] == pytest.approx(0.0, abs=1e-6)  # nothing left to patch
-    assert out["suff_area"] > 1 and out["cmd"] > 0
+    assert out["suff_area_log"] > 1 and out["dev_area_log"] > 0
 
 
 @pytest.mark.parametrize("name", ["greedy_backward", "hardconcrete", "atp_ig"])
@@ -172,3 +172,45 @@ def test_the_suite_runs_the_search_that_search_default_configures():
 
     default = OmegaConf.load(f"{config_dir()}/search/default.yaml")
     assert {k: default[k] for k in suite.SEARCH} == suite.SEARCH
+
+
+def test_mib_measures_equal_values_computed_by_hand_from_mibs_definition():
+    """MIB's circuit track: fractions .001 .. 1 of N, k = int(fraction × N), trapezoid on a linear axis;
+    CPR = ∫ f, CMD = ∫ |1 − f|. For N = 270 and the curve below, by hand:
+    sizes 0, 0, 1, 2, 5, 13, 27, 54, 135, 270;
+    CPR = .003·.1 + .005·.3 + .01·.5 + .03·.7 + .05·.85 + .1·.95 + .3·1 + .5·1 = 0.9653;
+    CMD = .001·1 + .003·.9 + .005·.7 + .01·.5 + .03·.3 + .05·.15 + .1·.05 = 0.0337 (CPR + CMD = 0.999)."""
+    from catlit.tracing.measures import MIB_FRACTIONS, mib_sizes, trapezoid
+
+    assert mib_sizes(270) == [0, 0, 1, 2, 5, 13, 27, 54, 135, 270]
+    assert mib_sizes(32) == [0, 0, 0, 0, 0, 1, 3, 6, 16, 32]  # a planted circuit's model: MIB floors
+    f = [0, 0, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0, 1.0, 1.0]
+    assert trapezoid(list(MIB_FRACTIONS), f) == pytest.approx(0.9653)
+    assert trapezoid(list(MIB_FRACTIONS), [abs(1 - v) for v in f]) == pytest.approx(0.0337)
+
+
+def test_the_mib_grid_measures_a_real_tracer_as_mib_would():
+    """`curves(grid="mib")` on a planted circuit against MIB's formula written out here: f(k) =
+    (m(first k) − m(∅)) / (m(all) − m(∅)) at each fraction, the linear trapezoid over the fractions."""
+    from catlit.tracing.measures import MIB_FRACTIONS, grid_sizes
+
+    case = circuits.build("and", "llama")
+    tracer = case.tracer()
+    prepared = tracer.prepare(list(range(len(case.pairs))))
+    space, n = tracer.space, tracer.space.numel
+    order = [*case.truth, *(i for i in range(n) if i not in case.truth)]
+    m = {
+        k: tracer.evaluate(space.from_indices(order[:k]), prepared)
+        for k in {int(f * n) for f in MIB_FRACTIONS}
+    }
+    f = [(m[int(x * n)] - m[0]) / (m[n] - m[0]) for x in MIB_FRACTIONS]
+    cpr = sum((b - a) * (fa + fb) / 2 for a, b, fa, fb in zip(MIB_FRACTIONS, MIB_FRACTIONS[1:], f, f[1:]))
+    cmd = sum(
+        (b - a) * (abs(1 - fa) + abs(1 - fb)) / 2
+        for a, b, fa, fb in zip(MIB_FRACTIONS, MIB_FRACTIONS[1:], f, f[1:])
+    )
+    out = curves(tracer, prepared, [order], grid_sizes("mib", n, 0), m[n], grid="mib")
+    assert abs(m[0]) < 1e-9  # the empty circuit moves nothing: MIB's m(∅) is the base run
+    assert out["sufficiency"] == pytest.approx(f) and out["cpr"] == pytest.approx(cpr)
+    assert out["cmd"] == pytest.approx(cmd) and "suff_area_log" not in out
+    assert out["necessity"][0] == pytest.approx(1.0) and out["necessity"][-1] == pytest.approx(0.0, abs=1e-6)

@@ -20,6 +20,7 @@ RULES = {
     "noise_std": (lambda v: v is None or number(lambda k: k >= 0)(v), "null or a finite number >= 0"),
     "measures.points": (integer(lambda v: v >= 0), "an integer >= 0"),
     "measures.split": (lambda v: v in ("heldout", "train"), "heldout or train"),
+    "measures.grid": (lambda v: v in ("mib", "log"), "mib (MIB's fractions, CPR and CMD) or log"),
     "pairs.limit": (lambda v: v is None or integer(lambda k: k >= 2)(v), "null or an integer >= 2"),
 }
 

@@ -6,12 +6,20 @@ patching the components in M (every other component keeps the base run's activat
   sufficiency(k) = E(S_k) / E(all)          the effect the set carries on its own
   necessity(k)   = E(all \\ S_k) / E(all)    the effect left when every other component is patched
 
-Sizes are log-spaced from 1 to N (`log_sizes`); x(k) = ln k / ln N puts them on [0, 1], and each
-area is the trapezoid integral over x (so small sets weigh as much as large ones):
+With the base run as MIB's corrupted input and the source as its clean one, sufficiency(k) is MIB's
+faithfulness of the circuit S_k: (m(S_k) − m(∅)) / (m(all) − m(∅)).
 
-  suff_area = ∫ sufficiency dx        (higher is better; like MIB's CPR)
-  cmd       = ∫ |1 − sufficiency| dx  (lower is better; like MIB's CMD)
-  nec_area  = ∫ necessity dx          (lower is better: removing the set from the patch kills it)
+Two grids (`measures.grid`):
+
+  mib  MIB's circuit track exactly: the fractions 0.1%, 0.2%, 0.5%, 1%, 2%, 5%, 10%, 20%, 50%, 100%
+       of the N components, k = int(fraction × N) (so the smallest fractions of a small model are
+       the empty set), and the trapezoid over the fraction on a linear axis:
+         cpr      = ∫ sufficiency d(fraction)         (higher is better; MIB's CPR)
+         cmd      = ∫ |1 − sufficiency| d(fraction)   (lower is better; MIB's CMD)
+         nec_area = ∫ necessity d(fraction)           (lower is better; catlit's, on MIB's grid)
+  log  `points` log-spaced sizes from 1 to N, x(k) = ln k / ln N (small sets weigh as much as large
+       ones); catlit's own areas, not MIB's:
+         suff_area_log, dev_area_log (∫ |1 − sufficiency| dx), nec_area_log
 
 ROC AUC of a ranking against a known circuit is the probability that a circuit component ranks
 above a component outside it, read from the ranking's order (ties already broken by the method).
@@ -20,6 +28,9 @@ above a component outside it, read from the ranking's order (ties already broken
 from __future__ import annotations
 
 import math
+
+MIB_FRACTIONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+GRIDS = ("mib", "log")
 
 
 def log_sizes(n: int, points: int) -> list[int]:
@@ -31,36 +42,68 @@ def log_sizes(n: int, points: int) -> list[int]:
     return sorted({max(1, min(n, round(n ** (i / (points - 1))))) for i in range(points)})
 
 
+def mib_sizes(n: int) -> list[int]:
+    """The set size at each of MIB's fractions, counted as MIB counts: int(fraction × n)."""
+    return [int(fraction * n) for fraction in MIB_FRACTIONS]
+
+
+def trapezoid(xs: list[float], values: list[float]) -> float:
+    """Trapezoid integral of `values` over `xs` (nan with fewer than two points)."""
+    if len(xs) < 2:
+        return float("nan")
+    return sum((xs[i + 1] - xs[i]) * (values[i] + values[i + 1]) / 2 for i in range(len(xs) - 1))
+
+
 def area(sizes: list[int], values: list[float], n: int) -> float:
     """Trapezoid integral of `values` over x = ln k / ln n (nan when n < 2 or one point)."""
     if n < 2 or len(sizes) < 2:
         return float("nan")
-    xs = [math.log(k) / math.log(n) for k in sizes]
-    return sum((xs[i + 1] - xs[i]) * (values[i] + values[i + 1]) / 2 for i in range(len(xs) - 1))
+    return trapezoid([math.log(k) / math.log(n) for k in sizes], values)
 
 
-def curves(tracer, prepared, orders: list[list[int]], sizes: list[int], full: float) -> dict:
-    """Sufficiency and necessity at every size, averaged over `orders`, normalised by `full`."""
+def grid_sizes(grid: str, n: int, points: int) -> list[int]:
+    if grid not in GRIDS:
+        raise ValueError(f"measures.grid={grid!r}; choose from {GRIDS}")
+    return mib_sizes(n) if grid == "mib" else log_sizes(n, points)
+
+
+def curves(
+    tracer, prepared, orders: list[list[int]], sizes: list[int], full: float, grid: str = "log"
+) -> dict:
+    """Sufficiency and necessity at every size, averaged over `orders`, normalised by `full`, and
+    the grid's areas (`sizes` from `grid_sizes`)."""
     space, n = tracer.space, tracer.space.numel
     scale = full if abs(full) > 1e-12 else float("nan")
-    suff, nec = [], []
-    for k in sizes:
+    measured: dict[int, tuple[float, float]] = {}  # MIB's smallest fractions share a size
+    for k in dict.fromkeys(sizes):
         s_vals, n_vals = [], []
         for order in orders:
             top = order[:k]
             rest = sorted(set(range(n)) - set(top))
             s_vals.append(tracer.evaluate(space.from_indices(top, tracer.device), prepared))
             n_vals.append(tracer.evaluate(space.from_indices(rest, tracer.device), prepared))
-        suff.append(sum(s_vals) / len(s_vals) / scale)
-        nec.append(sum(n_vals) / len(n_vals) / scale)
-    return {
-        "sizes": list(sizes),
-        "sufficiency": suff,
-        "necessity": nec,
-        "suff_area": area(sizes, suff, n),
-        "cmd": area(sizes, [abs(1 - v) for v in suff], n),
-        "nec_area": area(sizes, nec, n),
-    }
+        measured[k] = (sum(s_vals) / len(s_vals) / scale, sum(n_vals) / len(n_vals) / scale)
+    suff = [measured[k][0] for k in sizes]
+    nec = [measured[k][1] for k in sizes]
+    out = {"grid": grid, "sizes": list(sizes), "sufficiency": suff, "necessity": nec}
+    if grid == "mib":
+        xs = list(MIB_FRACTIONS)
+        out.update(
+            fractions=xs,
+            cpr=trapezoid(xs, suff),
+            cmd=trapezoid(xs, [abs(1 - v) for v in suff]),
+            nec_area=trapezoid(xs, nec),
+        )
+    else:
+        out.update(
+            suff_area_log=area(sizes, suff, n),
+            dev_area_log=area(sizes, [abs(1 - v) for v in suff], n),
+            nec_area_log=area(sizes, nec, n),
+        )
+    return out
+
+
+AREAS = {"mib": ("cpr", "cmd", "nec_area"), "log": ("suff_area_log", "dev_area_log", "nec_area_log")}
 
 
 def auroc(order: list[int], truth) -> float:

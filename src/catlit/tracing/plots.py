@@ -59,15 +59,18 @@ def z_history(history: list[torch.Tensor], names: list[str], selected: list[int]
 
 
 def faithfulness(measured: dict, path: Path) -> None:
-    """Sufficiency and necessity against set size (log scale), one line per method."""
+    """Sufficiency and necessity against set size, or MIB's fraction of the components (log scale),
+    one line per method."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
+    mib = measured.get("grid") == "mib"
     for method, entry in measured["methods"].items():
         for ax, key in zip(axes, ("sufficiency", "necessity")):
-            ax.plot(entry["sizes"], entry[key], marker="o", markersize=3, label=method)
+            xs = entry["fractions"] if mib else entry["sizes"]
+            ax.plot(xs, entry[key], marker="o", markersize=3, label=method)
     for ax, key in zip(axes, ("sufficiency: E(set) / E(all)", "necessity: E(all but set) / E(all)")):
         ax.set_xscale("log")
-        ax.set_xlabel("set size")
+        ax.set_xlabel("fraction of the components (MIB's grid)" if mib else "set size")
         ax.set_ylabel(key)
         ax.axhline(1.0, color="0.6", linewidth=0.8)
         ax.grid(alpha=0.3)

@@ -25,7 +25,6 @@ from catlit.tracing.baselines import BASELINES, Context, Ranking, Scored
 from catlit.tracing.checks import check_finite, check_sizes, check_trace_config
 from catlit.tracing.components import ComponentSpace
 from catlit.tracing.engine import Tracer
-from catlit.tracing.measures import log_sizes
 from catlit.tracing.pairs import encode_pairs
 from catlit.tracing.search import SearchResult, pgbct
 from catlit.tracing.settings import BaselineSettings, SearchSettings
@@ -140,12 +139,13 @@ def faithfulness(cfg, tracer: Tracer, ctx: Context, rankings: list[Ranking], hel
     full = check_finite(
         tracer.evaluate(tracer.space.full(1.0, device=tracer.device), prepared), "the full effect"
     )
-    sizes = log_sizes(tracer.space.numel, points)
-    out = {"split": "heldout" if on_heldout else "train", "full": full, "methods": {}}
+    grid = cfg.measures.get("grid", "mib")
+    sizes = measures.grid_sizes(grid, tracer.space.numel, points)
+    out = {"split": "heldout" if on_heldout else "train", "full": full, "grid": grid, "methods": {}}
     for r in rankings:
         if r.method == "all":
             continue
-        entry = measures.curves(tracer, prepared, r.orders, sizes, full)
+        entry = measures.curves(tracer, prepared, r.orders, sizes, full, grid)
         entry["auroc"] = (
             sum(measures.auroc(o, truth) for o in r.orders) / len(r.orders) if truth else float("nan")
         )
@@ -238,10 +238,10 @@ def write_outputs(
         metrics.update({f"{r.method}/forwards": r.forwards, f"{r.method}/backwards": r.backwards})
         metrics[f"{r.method}/wall_s"] = round(r.wall_s, 3)
     for method, entry in measured.get("methods", {}).items():
-        for name in ("suff_area", "cmd", "nec_area", "auroc"):
+        for name in (*measures.AREAS[entry["grid"]], "auroc"):
             metrics[f"{method}/{name}"] = entry[name]
         for k, suff, nec in zip(entry["sizes"], entry["sufficiency"], entry["necessity"]):
-            metrics[f"{method}/curve/k{k}/sufficiency"] = suff
+            metrics[f"{method}/curve/k{k}/sufficiency"] = suff  # MIB's smallest fractions may share a k
             metrics[f"{method}/curve/k{k}/necessity"] = nec
     if measured:
         metrics["measures/full_effect"] = measured["full"]
@@ -274,21 +274,30 @@ def _summary(
     for r in rows:
         lines.append(f"| {r.method} | {r.size} | {r.train:.4f} | {r.heldout:.4f} | {r.wall_s:.1f} s |")
     if measured.get("methods"):
+        mib = measured["grid"] == "mib"
+        grid = (
+            f"MIB's fractions 0.1%..100% of {space.numel}, linear trapezoid"
+            if mib
+            else f"catlit's log-spaced sizes 1..{space.numel}, ln k / ln N axis"
+        )
+        head = (
+            "CPR ↑ | CMD ↓ | nec. area ↓"
+            if mib
+            else "suff. area (log) ↑ | dev. area (log) ↓ | nec. area (log) ↓"
+        )
         lines += [
             "",
             f"Faithfulness on the {measured['split']} pairs (normalised by all components' effect "
-            f"{measured['full']:.4f}; areas over log-spaced sizes 1..{space.numel}):",
-            "| method | suff. area ↑ | CMD ↓ | nec. area ↓ | ROC AUC | passes | time |",
+            f"{measured['full']:.4f}; {grid}):",
+            f"| method | {head} | ROC AUC | passes | time |",
             "|---|---|---|---|---|---|---|",
         ]
         cost = {r.method: r for r in rankings}
         for method, e in measured["methods"].items():
             r = cost[method]
             auroc = "-" if e["auroc"] != e["auroc"] else f"{e['auroc']:.3f}"
-            lines.append(
-                f"| {method} | {e['suff_area']:.3f} | {e['cmd']:.3f} | {e['nec_area']:.3f} | {auroc} | "
-                f"{r.passes} | {r.wall_s:.1f} s |"
-            )
+            areas = " | ".join(f"{e[name]:.3f}" for name in measures.AREAS[e["grid"]])
+            lines.append(f"| {method} | {areas} | {auroc} | {r.passes} | {r.wall_s:.1f} s |")
     shown = ", ".join(f"{space.name(i)} ({float(result.z[i]):.2f})" for i in selected[:20])
     more = f" ... +{len(selected) - 20}" if len(selected) > 20 else ""
     empty = "none: every z is below select.threshold (lower search.lambda1, or set select.k)"
