@@ -17,7 +17,7 @@ from catlit.tracing.effects import LOSSES
 
 SCHEDULES = ("constant", "linear", "exp", "poly")  # of the penalties over epochs (catlit.tracing.search)
 _COUNT = (integer(lambda v: v >= 1), "an integer >= 1")
-_OPTIONAL_COUNT = (lambda v: v is None or integer(lambda k: k >= 1)(v), "null or an integer >= 1")
+_OPT_COUNT = (lambda v: v is None or integer(lambda k: k >= 1)(v), "null or an integer >= 1")
 _NONNEGATIVE = (number(lambda v: v >= 0), "a finite number >= 0")
 
 
@@ -25,6 +25,12 @@ def _conf_dir() -> Path:
     from catlit.configs import config_dir
 
     return Path(config_dir())
+
+
+def _yaml(file: Path) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(file))
 
 
 class _Settings:
@@ -80,7 +86,7 @@ class SearchSettings(_Settings):
     RULES: ClassVar[dict] = {
         "epochs": _COUNT,
         "batch_size": _COUNT,
-        "chunk": _OPTIONAL_COUNT,
+        "chunk": _OPT_COUNT,
         "lambda1": _NONNEGATIVE,
         "lambda2": _NONNEGATIVE,
         "schedule": one_of(SCHEDULES),
@@ -92,12 +98,10 @@ class SearchSettings(_Settings):
     @classmethod
     def preset(cls, name: str = "default", **changes) -> SearchSettings:
         """conf/search/<name>.yaml, with `changes`."""
-        from omegaconf import OmegaConf
-
         file = _conf_dir() / "search" / f"{name}.yaml"
         if not file.is_file():
             raise ConfigError(f"search={name}: no {file}")
-        return cls.from_config({**OmegaConf.to_container(OmegaConf.load(file)), **changes})
+        return cls.from_config({**_yaml(file), **changes})
 
     def check(self) -> None:
         if not isinstance(self.lr, Mapping):
@@ -133,17 +137,9 @@ class BaselineSettings(_Settings):
     tau: float  # greedy_backward: drop a component while the effect falls by < tau x |all|
 
     SECTION: ClassVar[str] = "baselines"
-    RULES: ClassVar[dict] = {
-        "random_draws": _COUNT,
-        "eval_pairs": _OPTIONAL_COUNT,
-        "steps": _COUNT,
-        "tau": _NONNEGATIVE,
-    }
+    RULES: ClassVar[dict] = dict(random_draws=_COUNT, steps=_COUNT, tau=_NONNEGATIVE, eval_pairs=_OPT_COUNT)
 
     @classmethod
     def preset(cls, **changes) -> BaselineSettings:
         """trace.yaml's `baselines` section, with `changes`."""
-        from omegaconf import OmegaConf
-
-        section = OmegaConf.load(_conf_dir() / "trace.yaml").baselines
-        return cls.from_config({**OmegaConf.to_container(section), **changes})
+        return cls.from_config({**_yaml(_conf_dir() / "trace.yaml")["baselines"], **changes})
