@@ -55,13 +55,18 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
-        others = sorted(
-            (p for p in path.parent.glob("*.ckpt") if p != path), key=lambda p: -p.stat().st_mtime
-        )
-        good = next((p for p in others if _loads(p)), None)
+        good = newest_loadable(p for p in path.parent.glob("*.ckpt") if p != path)
         offer = f"; the newest loadable one there is {good}: resume with ckpt_path={good}" if good else ""
         reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
         raise ValueError(f"checkpoint {path} cannot be loaded ({reason}){offer}") from None
+
+
+def newest_loadable(paths) -> Path | None:
+    """The newest of `paths` that loads (last.ckpt first among equally new ones), or None."""
+    for path in sorted(paths, key=lambda p: (p.stat().st_mtime, p.name == "last.ckpt"), reverse=True):
+        if _loads(path):
+            return path
+    return None
 
 
 def _loads(path: Path) -> bool:

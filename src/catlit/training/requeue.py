@@ -16,7 +16,6 @@ leaves the previous epoch's checkpoint, which `ckpt_path=auto` resumes just the 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -26,9 +25,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, open_dict
 
 from catlit.rundir import FINISHED
-from catlit.training.checkpoints import _loads
-
-log = logging.getLogger(__name__)
+from catlit.training.checkpoints import newest_loadable
 
 AUTO = "auto"
 
@@ -89,13 +86,9 @@ class Requeue(Callback):
 def newest_checkpoint(run_dir: Path) -> Path | None:
     """The newest loadable checkpoint of a run directory (its checkpoints/ folder, and the hpc_ckpt_*
     files Lightning's own SLURM handler writes into the run directory), or None."""
-    candidates = [*Path(run_dir).glob("checkpoints/*.ckpt"), *Path(run_dir).glob("hpc_ckpt_*.ckpt")]
-    newest_first = sorted(candidates, key=lambda p: (p.stat().st_mtime, p.name == "last.ckpt"), reverse=True)
-    for path in newest_first:
-        if _loads(path):
-            return path
-        log.warning("ckpt_path=auto: %s cannot be loaded; trying an older checkpoint", path)
-    return None
+    return newest_loadable(
+        [*Path(run_dir).glob("checkpoints/*.ckpt"), *Path(run_dir).glob("hpc_ckpt_*.ckpt")]
+    )
 
 
 def resolve_auto(cfg: DictConfig) -> dict | None:
