@@ -73,6 +73,28 @@ def test_trace_writes_selection_metrics_and_plots(trace_dir):
     assert (trace_dir / "plots" / "faithfulness.png").stat().st_size > 1000
 
 
+def test_trace_writes_every_methods_circuit_in_mibs_graph_format(trace_dir):
+    selection = json.loads((trace_dir / "selection.json").read_text())
+    metrics = json.loads((trace_dir / "metrics.json").read_text())
+    for method in ("pgbct", "topk", "greedy", "greedy_backward", "atp", "atp_ig", "hardconcrete", "random"):
+        data = json.loads((trace_dir / "mib" / f"{method}.json").read_text())
+        assert data["cfg"] == {"n_layers": 2, "n_heads": 4, "parallel_attn_mlp": False, "d_model": 64}
+        heads = {k: v for k, v in data["nodes"].items() if k.startswith("a")}
+        assert sorted(v["score"] for v in heads.values()) == [1.0, 2, 3, 4, 5, 6, 7, 8]  # a full ranking
+        picked = sum(v["in_graph"] for v in heads.values())
+        if method in ("greedy_backward", "hardconcrete"):  # each chooses a set of its own
+            assert picked == metrics[f"{method}/size"] >= 1
+        else:  # a ranking only: its first components at PGB-CT's size
+            assert picked == selection["size"]
+        assert data["catlit"]["method"] == method and data["catlit"]["head_mode"] == "head_output"
+    pgbct = json.loads((trace_dir / "mib" / "pgbct.json").read_text())
+    chosen = {f"a{c['layer']}.h{c['index']}" for c in selection["components"]}
+    assert {k for k, v in pgbct["nodes"].items() if v["in_graph"] and k.startswith("a")} == chosen
+    best = max((k for k in pgbct["nodes"] if k.startswith("a")), key=lambda k: pgbct["nodes"][k]["score"])
+    assert best in chosen
+    assert not (trace_dir / "mib" / "all.json").exists()
+
+
 def test_tracing_guided_cat_restricts_the_loss_to_the_traced_heads(trace_dir, tmp_path):
     selection = json.loads((trace_dir / "selection.json").read_text())
     expected: dict[int, list[int]] = {}
@@ -118,6 +140,9 @@ def test_trace_component_kinds_sources_and_positions(trained_model, tmp_path, ov
     metrics = trace_run(cfg)
     assert f"all/k{components}/effect_train" in metrics  # every component of the kinds, no other
     assert metrics["pgbct/size"] == 2 and "topk/k1/effect_train" in metrics
+    mib = json.loads((Path(cfg.paths.output_dir) / "mib" / "topk.json").read_text())
+    level = "neuron" if "mlp" in cfg.components else "node"
+    assert mib["catlit"]["level"] == level and ("neurons" in mib["nodes"]["m0"]) == (level == "neuron")
 
 
 def test_trace_reads_user_jsonl_pairs_with_noise(trained_model, tmp_path):

@@ -36,6 +36,7 @@ class Architecture:
     mlp_in: tuple[str, ...]
     mlp_out: str
     lora_targets: tuple[str, ...] = field(default=("attn_in", "attn_out"))  # roles or module paths
+    parallel: bool = False  # attention and MLP read one residual (GPT-J); use_parallel_residual wins
 
     def role(self, name: str) -> tuple[str, ...]:
         """Module paths below one decoder layer for a role name (`attn_in`, `attn_out`, `attention`
@@ -52,7 +53,9 @@ class Architecture:
         return roles.get(name, (name,))
 
 
-def _arch(layers: str, attention: str, attn_in, attn_out: str, mlp_in, mlp_out: str) -> Architecture:
+def _arch(
+    layers: str, attention: str, attn_in, attn_out: str, mlp_in, mlp_out: str, parallel: bool = False
+) -> Architecture:
     """An entry whose paths below a layer are given relative to its attention module / its MLP."""
     return Architecture(
         layers=layers,
@@ -62,6 +65,7 @@ def _arch(layers: str, attention: str, attn_in, attn_out: str, mlp_in, mlp_out: 
         mlp="mlp",
         mlp_in=tuple(f"mlp.{p}" for p in mlp_in),
         mlp_out=f"mlp.{mlp_out}",
+        parallel=parallel,
     )
 
 
@@ -79,7 +83,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     "gpt_neox": _arch(
         "gpt_neox.layers", "attention", ("query_key_value",), "dense", ("dense_h_to_4h",), "dense_4h_to_h"
     ),
-    "gptj": _arch("transformer.h", "attn", QKV, "out_proj", ("fc_in",), "fc_out"),
+    "gptj": _arch("transformer.h", "attn", QKV, "out_proj", ("fc_in",), "fc_out", parallel=True),
 }
 
 
@@ -156,6 +160,7 @@ class Layout:
         self.head_width = width // self.n_heads
         self.d_model = int(self.config.hidden_size)
         self.d_mlp = in_features(self.layers[0].mlp_out)
+        self.parallel = bool(getattr(self.config, "use_parallel_residual", arch.parallel))
 
     def attention_modules(self) -> list[nn.Module]:
         return [site.attention for site in self.layers]

@@ -1,17 +1,20 @@
 """Faithfulness curves of a ranking, their areas, and ROC AUC against a known circuit.
 
 For a ranking and a set size k, with S_k its first k components and E(M) the mean effect of
-patching the components in M (every other component keeps the base run's activation):
+patching the components in M (every other component computes live on the base input):
 
   sufficiency(k) = E(S_k) / E(all)          the effect the set carries on its own
   necessity(k)   = E(all \\ S_k) / E(all)    the effect left when every other component is patched
 
-With the base run as MIB's corrupted input and the source as its clean one, sufficiency(k) is MIB's
-faithfulness of the circuit S_k: (m(S_k) − m(∅)) / (m(all) − m(∅)).
+With the base run as MIB's corrupted input, the source as its clean one and effect=logit_diff,
+sufficiency(k) has the form of MIB's faithfulness, (m(S_k) − m(∅)) / (m(all) − m(∅)); the intervention
+behind m is catlit's, not MIB's: catlit sets S_k's components to their source-run values and computes
+everything else live on the base input; MIB runs the clean input with every node outside the circuit
+fixed at its corrupted-run value. The two differ wherever components read one another.
 
 Two grids (`measures.grid`):
 
-  mib  MIB's circuit track exactly: the fractions 0.1%, 0.2%, 0.5%, 1%, 2%, 5%, 10%, 20%, 50%, 100%
+  mib  MIB's circuit-track grid: the fractions 0.1%, 0.2%, 0.5%, 1%, 2%, 5%, 10%, 20%, 50%, 100%
        of the N components, k = int(fraction × N) (so the smallest fractions of a small model are
        the empty set), and the trapezoid over the fraction on a linear axis:
          cpr      = ∫ sufficiency d(fraction)         (higher is better; MIB's CPR)

@@ -20,7 +20,7 @@ from catlit.hooks.selection import Selection
 from catlit.models.architectures import Layout
 from catlit.models.loading import load_local
 from catlit.rundir import RunDir
-from catlit.tracing import measures, plots
+from catlit.tracing import measures, mib_graph, plots
 from catlit.tracing.baselines import BASELINES, Context, Ranking, Scored
 from catlit.tracing.checks import check_finite, check_sizes, check_trace_config
 from catlit.tracing.components import ComponentSpace
@@ -227,6 +227,7 @@ def write_outputs(
         z={k: v.tolist() for k, v in space.unflatten(result.z).items()},
         restarts=[{"objective": o, "size": n} for o, n in result.restarts],
     ).write(run_dir / "selection.json")
+    write_mib_files(cfg, run_dir, space, rankings, len(selected))
     metrics: dict[str, float] = {}
     curves: dict[str, list[tuple[int, float]]] = {}
     for r in rows:
@@ -237,6 +238,8 @@ def write_outputs(
     for r in rankings:
         metrics.update({f"{r.method}/forwards": r.forwards, f"{r.method}/backwards": r.backwards})
         metrics[f"{r.method}/wall_s"] = round(r.wall_s, 3)
+        if r.chosen is not None and r.method != "all":  # the set the method picks itself
+            metrics[f"{r.method}/size"] = len(r.chosen)
     for method, entry in measured.get("methods", {}).items():
         for name in (*measures.AREAS[entry["grid"]], "auroc"):
             metrics[f"{method}/{name}"] = entry[name]
@@ -259,6 +262,22 @@ def write_outputs(
     names = [space.name(i) for i in range(space.numel)]
     plots.z_history(result.history, names, selected, plot_dir / "z_history.png")
     return metrics
+
+
+def write_mib_files(cfg, run_dir: RunDir, space, rankings, size: int) -> None:
+    """mib/<method>.json: each ranking as a circuit file in MIB's graph format (random: its first order)."""
+    options = cfg.get("mib") or {}
+    if not options.get("files", True):
+        return
+    loader = str(cfg.pairs.loader.get("_target_", "")).rsplit(".", 1)[-1]
+    about = {"model": str(cfg.model.path), "pairs": loader, "effect": cfg.pairs.effect}
+    for r in rankings:
+        if r.method == "all":
+            continue
+        in_graph = r.chosen if r.chosen is not None else r.order[:size]
+        path = run_dir / "mib" / f"{r.method}.json"
+        about["method"] = r.method
+        mib_graph.write(path, space, r.order, in_graph, dict(about), options.get("edges", False))
 
 
 def _summary(
