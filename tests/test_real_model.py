@@ -22,6 +22,8 @@ from catlit.data.prompts import as_chat
 from catlit.data.sources import STGSource
 from catlit.models.fetch import SOURCES, gguf_path, problems
 from catlit.models.loading import load_pretrained
+from catlit.tracing.datasets import ioi
+from catlit.tracing.pairs import encode_pairs
 from tests.helpers.runs import FAST, ROOT, compose_cfg
 
 pytestmark = pytest.mark.real_model
@@ -302,6 +304,37 @@ def test_trace_py_model_smollm2_on_winobias(tmp_path, smollm2, pgbct_data):
     assert len(z) == 30 and all(len(row) == 9 for row in z)  # a z for every head of the 30 x 9
     metrics = json.loads(metrics_file.read_text())
     assert math.isfinite(metrics["pgbct/effect_heldout"]) and metrics["pairs/train"] > 0
+    mib = json.loads((metrics_file.parent / "mib" / "pgbct.json").read_text())
+    assert mib["cfg"] == {"n_layers": 30, "n_heads": 9, "parallel_attn_mlp": False, "d_model": 576}
+    assert sorted(v["score"] for k, v in mib["nodes"].items() if k.startswith("a")) == list(range(1, 271))
+
+
+def test_smollm2_solves_ioi_and_the_counterfactuals_undo_it(model_and_tokenizer):
+    """The IOI prompts favour the indirect object; ABC's fresh names leave no preference; the S2/IO
+    flip reverses it (logit difference " IO" - " S" at the last position, every name one token)."""
+    model, tokenizer = model_and_tokenizer
+
+    def logit_diffs(texts, candidates) -> torch.Tensor:
+        out = []
+        for text, (io, subject) in zip(texts, candidates):
+            ids = tokenizer(text, return_tensors="pt").input_ids
+            with torch.no_grad():
+                last = model(ids).logits[0, -1]
+            (a,), (b,) = tokenizer(io).input_ids, tokenizer(subject).input_ids
+            out.append((last[a] - last[b]).item())
+        return torch.tensor(out)
+
+    for counterfactual in ("abc", "s2_io_flip"):
+        pairs = ioi(48, seed=0, counterfactual=counterfactual)
+        assert encode_pairs(tokenizer, pairs, "raise")[1] == 0  # every pair aligns token for token
+        cands = [p.candidates for p in pairs]
+        clean = logit_diffs([p.source for p in pairs], cands)
+        base = logit_diffs([p.base for p in pairs], cands)
+        assert (clean > 0).float().mean() >= 0.85 and clean.mean() > 3.0
+        if counterfactual == "abc":
+            assert base.mean().abs() < 1.0
+        else:
+            assert base.mean() < -3.0
 
 
 def test_annotate_py_with_smollm2_as_the_local_annotator(tmp_path, smollm2, released_data):

@@ -58,6 +58,21 @@ def test_professions_pairs_and_alignment(pgbct_data, stg_corpus):
     assert all(len(e.seqs[0]) == len(e.source_seqs[0]) for e in encoded)
 
 
+def test_ioi_pairs_follow_the_templates_and_their_counterfactuals():
+    abc, flip = datasets.ioi(40, seed=3), datasets.ioi(40, seed=3, counterfactual="s2_io_flip")
+    assert [p.source for p in abc] == [p.source for p in flip] == [p.source for p in datasets.ioi(40, seed=3)]
+    assert {p.meta["order"] for p in abc} == {"ABBA", "BABA"} and len({p.meta["template"] for p in abc}) == 8
+    for a, f in zip(abc, flip):
+        io, subject = (c.strip() for c in a.candidates)
+        words = a.source.replace(",", " ").replace(".", " ").split()
+        assert words.count(subject) == 2 and words.count(io) == 1 and words[-1] == "to"
+        fresh = set(a.base.replace(",", " ").replace(".", " ").split())
+        assert not {io, subject} & fresh  # ABC: three fresh names
+        assert f.base == a.source[::-1].replace(subject[::-1], io[::-1], 1)[::-1]  # the second S becomes IO
+    with pytest.raises(ValueError, match="counterfactual='bca'"):
+        datasets.ioi(2, counterfactual="bca")
+
+
 def test_stg_pairs_change_only_the_named_variable():
     for change in ("spurious", "cause"):
         pairs = datasets.stg_pairs("toy", n=40, change=change, seed=3)

@@ -7,6 +7,8 @@ model the way the source moves it": the first candidate is the one the source fa
   winobias     WinoBias pro-stereotyped type-1 pairs (she -> he; her -> his)
   winogender   Winogender template pairs (she -> he; her -> his)
   professions  "The {} said that": profession -> "man" / "woman", next-token " he" / " she"
+  ioi          indirect object identification from the standard templates (Wang et al., 2022; MIB's
+               IOI task): the ABC counterfactual (three fresh names) or the S2/IO flip
   counterfact  ROME's CounterFact JSON: noise on the prompt (or the subject), drop of the true
                object's probability
   jsonl        our own format: {"base", "source"?, "candidates", "noise"?} per line
@@ -222,6 +224,63 @@ def professions(path: str | Path) -> list[TracePair]:
                         meta={"stereotype": stereotype},
                     )
                 )
+    return pairs
+
+
+# ---- indirect object identification ------------------------------------------------------------
+
+# Templates in the form of Wang et al. (2022): two names introduced ({A}, {B}), the subject ({S})
+# repeated, the prompt cut before the indirect object. ABBA and BABA orders both occur.
+IOI_TEMPLATES = (
+    "When {A} and {B} went to the {place}, {S} gave a {object} to",
+    "When {A} and {B} went to the {place}, {S} handed a {object} to",
+    "After {A} and {B} went to the {place}, {S} gave a {object} to",
+    "Then, {A} and {B} had a long argument, and afterwards {S} said to",
+    "While {A} and {B} were working at the {place}, {S} gave a {object} to",
+    "Friends {A} and {B} went to the {place}. {S} gave a {object} to",
+    "After the lunch, {A} and {B} went to the {place}. {S} gave a {object} to",
+    "The {place} was quiet when {A} and {B} arrived. Then {S} handed a {object} to",
+)
+IOI_NAMES = (
+    "Mary", "John", "Anna", "David", "Sarah", "Michael", "Laura", "James", "Emma", "Robert", "Lisa",
+    "Daniel", "Kate", "Paul", "Rachel", "Thomas", "Alice", "Mark", "Helen", "Peter", "Susan", "Steven",
+    "Linda", "Kevin", "Jessica", "Brian", "Amy", "Eric", "Grace", "Jack", "Emily", "Adam", "Sophie",
+    "Tom", "Claire", "Ryan", "Julia", "Sam", "Nina", "Max",
+)  # fmt: skip
+IOI_PLACES = ("store", "garden", "restaurant", "school", "hospital", "office", "station", "park")
+IOI_OBJECTS = ("drink", "ring", "kiss", "bone", "basketball", "computer", "necklace", "snack")
+IOI_COUNTERFACTUALS = ("abc", "s2_io_flip")
+
+
+def ioi(n: int = 200, seed: int = 0, counterfactual: str = "abc") -> list[TracePair]:
+    """Indirect object identification: base = the counterfactual, source = the IOI prompt, candidates
+    (" IO", " S") so a positive effect moves the model towards the indirect object, as the IOI prompt
+    does. `abc`: the three names replaced by three fresh ones (no repeated name to track);
+    `s2_io_flip`: the repeated subject replaced by the indirect object (the answer flips)."""
+    if counterfactual not in IOI_COUNTERFACTUALS:
+        raise ValueError(f"pairs.loader.counterfactual={counterfactual!r}; choose from {IOI_COUNTERFACTUALS}")
+    rng = random.Random(f"ioi/{seed}")  # the same IOI prompts under either counterfactual
+    pairs = []
+    for i in range(n):
+        template = IOI_TEMPLATES[i % len(IOI_TEMPLATES)]
+        io, subject, a, b, c = rng.sample(IOI_NAMES, 5)
+        first, second = (io, subject) if rng.random() < 0.5 else (subject, io)  # ABBA or BABA
+        fill = {"place": rng.choice(IOI_PLACES), "object": rng.choice(IOI_OBJECTS)}
+        clean = template.format(A=first, B=second, S=subject, **fill)
+        if counterfactual == "abc":
+            base = template.format(A=a, B=b, S=c, **fill)
+        else:
+            base = template.format(A=first, B=second, S=io, **fill)
+        order = "ABBA" if first == io else "BABA"
+        pairs.append(
+            TracePair(
+                base,
+                (f" {io}", f" {subject}"),
+                source=clean,
+                origin=f"ioi:{counterfactual}:{i}",
+                meta={"template": i % len(IOI_TEMPLATES), "order": order},
+            )
+        )
     return pairs
 
 
