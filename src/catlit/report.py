@@ -30,7 +30,7 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from catlit.methods.base import Capabilities
-from catlit.methods.finetune import REFERENCE_METHOD
+from catlit.methods.finetune import REFERENCE_METHOD, Baseline
 from catlit.plotting import pyplot
 from catlit.plotting import save as save_figure
 from catlit.stats import interval, welch_half_width
@@ -111,7 +111,13 @@ def read_run(metrics_file: Path) -> tuple[dict | None, str | None]:
     # values holding the run's own directory (checkpoint dirs, root dirs) only place the run
     places = {str(metrics_file.parent.resolve()), str((cfg.get("paths") or {}).get("output_dir", "\0"))}
     flat = {k: v for k, v in _flat(cfg).items() if not _ignored(k) and not any(p and p in v for p in places)}
-    references = method_capabilities(flat.get("method._target_", "")).run_reference_keys
+    capabilities = method_capabilities(flat.get("method._target_", ""))
+    if flat.get("train") == "False" and capabilities.attention_probe:
+        # never trained, and predicting with the model's own forward: the model itself, whatever
+        # loss-only method the run happened to compose (an untuned ICLM or Polytropon keeps its name)
+        flat = {k: v for k, v in flat.items() if not k.startswith("method.")}
+        flat |= {"method.name": REFERENCE_METHOD, "method._target_": f"catlit.methods.{Baseline.__name__}"}
+    references = capabilities.run_reference_keys
     for key, text in references.items():  # one trace per seed: the setting is "traced heads"
         if flat.get(f"method.{key}"):
             flat[f"method.{key}"] = text
