@@ -9,7 +9,10 @@ Prints, each configuration in a fresh process (so its peak memory is its own):
     their real length on SmolLM2's tokenizer, causal masks from their annotations): seconds, tokens/s
     and the process's peak resident memory, for LoRA (r=16 on q/k/v/o, the preset's) and full
     fine-tuning, float32 and bf16 autocast (bf16-mixed), plain and CAT (the Re-Attention loss over
-    every layer and head through the efficient capture).
+    every layer and head through the efficient capture);
+  - one evaluation CE on an evaluation-sized batch (128 STG rows): the model's own `labels=` loss,
+    which projects every position onto the 49,152-token vocabulary, against catlit's answer-only
+    loss (`catlit.methods.answer_loss`): seconds, peak memory, and the two losses (equal).
 Ratios are within one run on one machine; a second busy process on the same cores changes everything.
 """
 
@@ -98,6 +101,31 @@ def step_worker(tuning: str, precision: str, method: str, threads: int, reps: in
     }
 
 
+def eval_worker(loss: str, threads: int) -> dict:
+    torch.set_num_threads(threads)
+    from catlit.methods.answer_loss import answer_forward
+    from catlit.models.loading import load_pretrained
+
+    model, tokenizer = load_pretrained(HUB_ID)
+    model.eval()
+    data = stg_batch(tokenizer, size=128)
+    loaded = _peak_gib()
+    start = time.perf_counter()
+    with torch.no_grad():
+        if loss == "full logits":
+            keys = ("input_ids", "attention_mask", "labels")
+            value = model(**{k: data[k] for k in keys}).loss
+        else:
+            value, _ = answer_forward(model, data)
+    return {
+        "s": time.perf_counter() - start,
+        "shape": tuple(data["input_ids"].shape),
+        "loaded_gib": loaded,
+        "peak_gib": _peak_gib(),
+        "ce": float(value),
+    }
+
+
 def _peak_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
@@ -134,6 +162,16 @@ def main() -> None:
                     f"{r['tokens_per_s']:.0f} | {r['peak_gib']:.2f} |",
                     flush=True,
                 )
+    print("\n| evaluation CE | batch x T | seconds | peak RSS GiB | above the loaded model | CE |")
+    print("|---|---|---|---|---|---|")
+    for loss in ("full logits", "answer only"):
+        r = in_fresh_process(eval_worker, loss, args.threads)
+        b, t = r["shape"]
+        print(
+            f"| {loss} | {b} x {t} | {r['s']:.2f} | {r['peak_gib']:.2f} | "
+            f"{r['peak_gib'] - r['loaded_gib']:.2f} | {r['ce']:.4f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -89,3 +89,13 @@ def test_real_model_benchmark_times_a_cat_step_on_smollm2(smollm2):
     result = step_worker("lora", "bf16-mixed", "cat", 2, 1)
     assert result["step_s"] > 0 and result["tokens_per_s"] > 0
     assert result["shape"][0] == 16 and 40 <= result["shape"][1] <= 48  # the STG toy batch on SmolLM2
+
+
+@pytest.mark.real_model
+def test_real_model_benchmark_measures_the_answer_only_evaluation_loss(smollm2):
+    from benchmarks.real_model_cpu import eval_worker, in_fresh_process
+
+    full = in_fresh_process(eval_worker, "full logits", 2)
+    answers = in_fresh_process(eval_worker, "answer only", 2)
+    assert answers["ce"] == pytest.approx(full["ce"], rel=1e-4)  # the same loss
+    assert full["shape"][0] == answers["shape"][0] == 128 and answers["peak_gib"] > answers["loaded_gib"] > 0

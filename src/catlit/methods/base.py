@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import torch
 
 from catlit.errors import check_values
+from catlit.methods.answer_loss import answer_forward
 from catlit.summaries import RunSummary
 
 
@@ -86,10 +87,8 @@ class Method(RunSummary):
 
     def forward(self, model, batch: dict, stage: str) -> MethodOutput:
         """One pass over a batch; `stage` is "train" or "<val|test>/<split>"."""
-        out = model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
-        )
-        return MethodOutput(loss=out.loss, logits=out.logits)
+        loss, out = answer_forward(model, batch)
+        return MethodOutput(loss=loss, logits=out.logits)
 
     def losses(
         self, output: MethodOutput, batch: dict, progress: float, epoch: int

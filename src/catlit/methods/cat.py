@@ -7,6 +7,7 @@ import torch
 from catlit.errors import number, one_of
 from catlit.hooks.attention import make_capture
 from catlit.hooks.selection import read_head_selection
+from catlit.methods.answer_loss import answer_forward
 from catlit.methods.base import Capabilities, Method, MethodOutput
 from catlit.methods.reattention import VARIANTS, reattention_loss, row_ratios
 from catlit.schedules import Schedule
@@ -77,13 +78,8 @@ class CausalAttentionTuning(Method):
         if stage != "train":  # evaluation and generation run the plain fast attention
             return super().forward(model, batch, stage)
         self.capture.bind(batch)
-        out = model(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            labels=batch["labels"],
-            **self.capture.forward_kwargs(),
-        )
-        return MethodOutput(loss=out.loss, logits=out.logits, parts={"stats": self.capture.stats(out, batch)})
+        loss, out = answer_forward(model, batch, **self.capture.forward_kwargs())
+        return MethodOutput(loss=loss, logits=out.logits, parts={"stats": self.capture.stats(out, batch)})
 
     def end_batch(self) -> None:
         # only now: a non-reentrant checkpoint recomputes each layer (and its statistics) in backward

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from catlit.methods.answer_loss import answer_forward
 from catlit.methods.base import Capabilities, Method, MethodOutput
 from catlit.models.lora import adapter_config, refuse_second_lora_owner
 
@@ -61,13 +62,8 @@ class Polytropon(Method):
         return tasks
 
     def forward(self, model, batch: dict, stage: str) -> MethodOutput:
-        out = model(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            labels=batch["labels"],
-            task_ids=self._tasks(batch),
-        )
-        return MethodOutput(loss=out.loss, logits=out.logits)
+        loss, out = answer_forward(model, batch, task_ids=self._tasks(batch))
+        return MethodOutput(loss=loss, logits=out.logits)
 
     def generate(self, model, batch: dict, stage: str, **kwargs) -> torch.Tensor:
         return model.generate(
