@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from omegaconf import open_dict
 
+from catlit.errors import ConfigError
 from catlit.hooks.selection import read_head_selection
 from catlit.methods.cat import CausalAttentionTuning
 from catlit.tracing.run import run as trace_run
@@ -236,4 +237,21 @@ def test_trace_scores_rankings_against_a_known_circuit(trained_model, tmp_path):
     ]
     bad = compose_cfg(tmp_path / "bad", [f"model.path={trained_model}", *fast, "truth=[L9H9]"], "trace")
     with pytest.raises(ValueError, match=r"truth: unknown component\(s\) \['L9H9'\]; names look like L0H0"):
+        trace_run(bad)
+
+
+def test_trace_measures_with_mibs_intervention(trained_model, tmp_path):
+    fast = [*TRACE_FAST, "baselines.methods=[topk,atp,all]", "search.epochs=2", "pairs.effect=logit_diff"]
+    cfg = compose_cfg(
+        tmp_path, [f"model.path={trained_model}", *fast, "measures.intervention=mib"], config_name="trace"
+    )
+    metrics = trace_run(cfg)
+    for method in ("pgbct", "topk", "atp"):
+        assert metrics[f"{method}/curve/k8/sufficiency"] == pytest.approx(1.0)  # every head: the clean run
+        assert metrics[f"{method}/curve/k0/sufficiency"] == pytest.approx(0.0, abs=1e-6)  # none: corrupted
+        assert metrics[f"{method}/cmd"] >= 0.0 and 0.0 < metrics[f"{method}/cpr"] <= 1.5
+    bad = compose_cfg(
+        tmp_path / "odds", [f"model.path={trained_model}", "measures.intervention=mib"], config_name="trace"
+    )
+    with pytest.raises(ConfigError, match="needs pairs.effect=logit_diff"):
         trace_run(bad)

@@ -304,3 +304,69 @@ def test_misaligned_counterfactual_is_explained(stg_corpus):
     good = TracePair("Smoking: 3 Answer: ", labels, source="Smoking: 8 Answer: ")
     encoded, skipped = encode_pairs(tok, [bad, good], misaligned="skip")
     assert skipped == 1 and len(encoded) == 1
+
+
+def mib_faithfulness_by_hand(model, pairs, circuit: set[tuple[int, int]]) -> float:
+    """MIB's node-level faithfulness, written out: the clean input (the pair's source) runs; every
+    head outside the circuit has its output (the output projection's input slice) fixed at the
+    corrupted input's (the pair's base); (m(S) − m(∅)) / (m(all) − m(∅)), m the logit difference."""
+    layout = Layout(model)
+    heads, width = layout.n_heads, layout.head_width
+
+    def last_logits(ids, fixed=None, record=None, keep=frozenset()):
+        def pre(module, args, layer):
+            if record is not None:
+                record[layer] = args[0].detach().clone()
+            if fixed is None:
+                return None
+            x = args[0].clone()
+            for h in range(heads):
+                if (layer, h) not in keep:
+                    x[..., h * width : (h + 1) * width] = fixed[layer][..., h * width : (h + 1) * width]
+            return (x, *args[1:])
+
+        hooks = [
+            site.attn_out.register_forward_pre_hook(lambda m, a, layer=i: pre(m, a, layer))
+            for i, site in enumerate(layout.layers)
+        ]
+        try:
+            with torch.no_grad():
+                return model(input_ids=torch.tensor([ids])).logits[0, -1]
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+    m_s, m_empty, m_all = [], [], []
+    for pair in pairs:
+        (clean,), (corrupted,) = pair.source_seqs, pair.seqs
+        (_, _, a, _), (_, _, b, _) = pair.scores
+        corrupted_outputs: dict = {}
+        last_logits(corrupted, record=corrupted_outputs)
+        for out, keep in ((m_s, circuit), (m_empty, frozenset()), (m_all, None)):
+            logits = last_logits(clean) if keep is None else last_logits(clean, corrupted_outputs, keep=keep)
+            out.append(float(logits[a] - logits[b]))
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    return (mean(m_s) - mean(m_empty)) / (mean(m_all) - mean(m_empty))
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_mibs_intervention_is_mibs_faithfulness_written_out(arch):
+    from catlit.tracing import measures
+
+    model = tiny_model(arch, seed=3)
+    pairs = random_pairs(n=8, change_at=1, seed=5)
+    tracer = tracer_for(model, pairs=pairs, effect="logit_diff").swapped()
+    prepared = tracer.prepare(list(range(len(pairs))))
+    full = tracer.evaluate(tracer.space.full(1.0), prepared)
+    circuit = [(0, 1), (1, 2), (1, 3)]
+    order = [layer * 4 + h for layer, h in circuit]
+    order += [i for i in range(8) if i not in order]
+    curve = measures.curves(tracer, prepared, [order], [3, 8], full, "log", intervention="mib")
+    expected = mib_faithfulness_by_hand(model, pairs, set(circuit))
+    assert curve["sufficiency"][0] == pytest.approx(expected, rel=1e-4, abs=1e-5)
+    assert curve["sufficiency"][1] == pytest.approx(1.0)  # every head in the circuit: the clean run
+    plain = tracer_for(model, pairs=pairs, effect="logit_diff")
+    plain_prepared = plain.prepare(list(range(len(pairs))))
+    plain_full = plain.evaluate(plain.space.full(1.0), plain_prepared)
+    own = measures.curves(plain, plain_prepared, [order], [3, 8], plain_full, "log")["sufficiency"][0]
+    assert abs(own - expected) > 1e-3  # catlit's own intervention is another measure (heads compose)

@@ -21,12 +21,21 @@ RULES = {
     "measures.points": (integer(lambda v: v >= 0), "an integer >= 0"),
     "measures.split": (lambda v: v in ("heldout", "train"), "heldout or train"),
     "measures.grid": (lambda v: v in ("mib", "log"), "mib (MIB's fractions, CPR and CMD) or log"),
+    "measures.intervention": (lambda v: v in ("catlit", "mib"), "catlit or mib"),
     "pairs.limit": (lambda v: v is None or integer(lambda k: k >= 2)(v), "null or an integer >= 2"),
 }
 
 
 def check_trace_config(cfg: DictConfig) -> None:
     check_rules(cfg, RULES)
+    # MIB's faithfulness is linear in its metric, and it runs the clean input against a corrupted one
+    mib = cfg.measures.get("intervention", "catlit") == "mib" and int(cfg.measures.points) > 0
+    if mib and (cfg.pairs.effect != "logit_diff" or cfg.pairs.source != "counterfactual"):
+        raise ConfigError(
+            "measures.intervention=mib needs pairs.effect=logit_diff and pairs.source=counterfactual "
+            f"(got {cfg.pairs.effect}, {cfg.pairs.source}): MIB's faithfulness is a ratio of "
+            "mean metric differences between a clean and a corrupted input"
+        )
     SearchSettings.from_config(cfg.search)  # the search's and the baselines' own rules
     BaselineSettings.from_config(cfg.baselines)
 

@@ -13,6 +13,7 @@ Source activations are recorded once per batch under no_grad.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections import defaultdict
 from collections.abc import Iterator
@@ -65,6 +66,18 @@ class Tracer:
         self.device = next(model.parameters()).device
         self._base_scores: dict[int, torch.Tensor] = {}
         self._means: dict | None = None
+
+    def swapped(self) -> Tracer:
+        """The same tracer with every pair's base and source prompts exchanged: the base runs the
+        source's input and patches come from the base's (MIB's circuit evaluation runs the clean
+        input and fixes what is outside the circuit at the corrupted input's values)."""
+        if self.source != "counterfactual":
+            raise ValueError(f"swapping base and source needs source=counterfactual (got {self.source})")
+        pairs = [dataclasses.replace(e, seqs=e.source_seqs, source_seqs=e.seqs) for e in self.encoded]
+        return Tracer(
+            self.model, self.space, pairs, self.pad_id, self.source, self.positions, self.effect,
+            self.noise_scale, self.seed, self.noise_std, self.batch_size,
+        )  # fmt: skip
 
     # ---- batches ------------------------------------------------------------------------------
     def batch(self, indices: list[int]) -> PairBatch:

@@ -34,6 +34,7 @@ import math
 
 MIB_FRACTIONS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 GRIDS = ("mib", "log")
+INTERVENTIONS = ("catlit", "mib")
 
 
 def log_sizes(n: int, points: int) -> list[int]:
@@ -71,10 +72,25 @@ def grid_sizes(grid: str, n: int, points: int) -> list[int]:
 
 
 def curves(
-    tracer, prepared, orders: list[list[int]], sizes: list[int], full: float, grid: str = "log"
+    tracer,
+    prepared,
+    orders: list[list[int]],
+    sizes: list[int],
+    full: float,
+    grid: str = "log",
+    intervention: str = "catlit",
 ) -> dict:
     """Sufficiency and necessity at every size, averaged over `orders`, normalised by `full`, and
-    the grid's areas (`sizes` from `grid_sizes`)."""
+    the grid's areas (`sizes` from `grid_sizes`).
+
+    intervention=mib: `tracer` and `prepared` are the swapped ones (`Tracer.swapped`: the clean
+    input runs, patches bring the corrupted input's values) and `full` their all-components effect
+    E'(all). MIB's faithfulness of a circuit S fixes everything outside S at its corrupted value:
+    with effect=logit_diff (linear in the metric m), (m(S) − m(∅)) / (m(all) − m(∅)) =
+    1 − E'(outside S) / E'(all), so sufficiency(k) = 1 − the swapped run's necessity(k); necessity(k)
+    is, in the same terms, the faithfulness of the circuit without S_k."""
+    if intervention not in INTERVENTIONS:
+        raise ValueError(f"measures.intervention={intervention!r}; choose from {INTERVENTIONS}")
     space, n = tracer.space, tracer.space.numel
     scale = full if abs(full) > 1e-12 else float("nan")
     measured: dict[int, tuple[float, float]] = {}  # MIB's smallest fractions share a size
@@ -88,6 +104,8 @@ def curves(
         measured[k] = (sum(s_vals) / len(s_vals) / scale, sum(n_vals) / len(n_vals) / scale)
     suff = [measured[k][0] for k in sizes]
     nec = [measured[k][1] for k in sizes]
+    if intervention == "mib":
+        suff, nec = [1 - v for v in nec], [1 - v for v in suff]
     out = {"grid": grid, "sizes": list(sizes), "sufficiency": suff, "necessity": nec}
     if grid == "mib":
         xs = list(MIB_FRACTIONS)

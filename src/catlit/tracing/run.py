@@ -135,17 +135,29 @@ def faithfulness(cfg, tracer: Tracer, ctx: Context, rankings: list[Ranking], hel
     if points <= 0:
         return {}
     on_heldout = cfg.measures.split == "heldout" and held_idx
-    prepared = tracer.prepare(held_idx) if on_heldout else ctx.train_prep
+    intervention = cfg.measures.get("intervention", "catlit")
+    if intervention == "mib":  # MIB's: the clean input runs, what is outside the circuit is corrupted
+        tracer = tracer.swapped()
+        train = ctx.train_idx[: cfg.baselines.eval_pairs or None]
+        prepared = tracer.prepare(held_idx if on_heldout else train)
+    else:
+        prepared = tracer.prepare(held_idx) if on_heldout else ctx.train_prep
     full = check_finite(
         tracer.evaluate(tracer.space.full(1.0, device=tracer.device), prepared), "the full effect"
     )
     grid = cfg.measures.get("grid", "mib")
     sizes = measures.grid_sizes(grid, tracer.space.numel, points)
-    out = {"split": "heldout" if on_heldout else "train", "full": full, "grid": grid, "methods": {}}
+    out = {
+        "split": "heldout" if on_heldout else "train",
+        "full": full,
+        "grid": grid,
+        "intervention": intervention,
+        "methods": {},
+    }
     for r in rankings:
         if r.method == "all":
             continue
-        entry = measures.curves(tracer, prepared, r.orders, sizes, full, grid)
+        entry = measures.curves(tracer, prepared, r.orders, sizes, full, grid, intervention)
         entry["auroc"] = (
             sum(measures.auroc(o, truth) for o in r.orders) / len(r.orders) if truth else float("nan")
         )
@@ -307,7 +319,7 @@ def _summary(
         lines += [
             "",
             f"Faithfulness on the {measured['split']} pairs (normalised by all components' effect "
-            f"{measured['full']:.4f}; {grid}):",
+            f"{measured['full']:.4f}; {grid}; {measured['intervention']}'s intervention):",
             f"| method | {head} | ROC AUC | passes | time |",
             "|---|---|---|---|---|---|---|",
         ]
