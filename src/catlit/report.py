@@ -36,8 +36,10 @@ from catlit.plotting import save as save_figure
 from catlit.stats import interval, welch_half_width
 
 SPLITS = ("iid", "ood")  # the two every table has; other test splits are added as found
-# what names or places a run, never what it computes
-IGNORED = ("seed", "data.seed", "paths.", "logger.", "tags", "task_name", "hydra.", "ckpt_path")
+# what names or places a run, never what it computes (what a sweeper optimises, how to resume included)
+IGNORED = (
+    "seed", "data.seed", "paths.", "logger.", "tags", "task_name", "hydra.", "ckpt_path", "optimized_metric",
+)  # fmt: skip
 
 
 @functools.cache
