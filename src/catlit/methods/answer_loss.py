@@ -19,6 +19,18 @@ import torch.nn.functional as F
 from catlit.data.encoding import IGNORE_INDEX
 
 
+def answer_positions(labels: torch.Tensor) -> torch.Tensor:
+    """[B, T] bool: the positions whose next token is an answer token."""
+    positions = torch.zeros_like(labels, dtype=torch.bool)
+    positions[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    return positions
+
+
+def next_tokens(labels: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """[N] the token each selected position predicts."""
+    return labels[:, 1:][positions[:, :-1]]
+
+
 @contextlib.contextmanager
 def projected_only_at(model, positions: torch.Tensor):
     """The output embeddings see hidden[positions] ([N, D]) instead of [B, T, D] inside the block."""
@@ -32,11 +44,8 @@ def projected_only_at(model, positions: torch.Tensor):
 
 def answer_forward(model, batch: dict, **kwargs):
     """(mean CE over the answer tokens, the model's output with logits [N, V] in row-major order)."""
-    labels = batch["labels"]
-    answers = labels[:, 1:] != IGNORE_INDEX
-    predicting = torch.zeros_like(labels, dtype=torch.bool)
-    predicting[:, :-1] = answers
+    predicting = answer_positions(batch["labels"])
     with projected_only_at(model, predicting):
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs)
-    loss = F.cross_entropy(out.logits.float(), labels[:, 1:][answers])
+    loss = F.cross_entropy(out.logits.float(), next_tokens(batch["labels"], predicting))
     return loss, out

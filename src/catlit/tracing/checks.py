@@ -9,6 +9,7 @@ import math
 from omegaconf import DictConfig
 
 from catlit.errors import ConfigError, check_rules, integer, number
+from catlit.tracing.measures import GRIDS, INTERVENTIONS
 from catlit.tracing.settings import BaselineSettings, SearchSettings
 
 RULES = {
@@ -20,8 +21,8 @@ RULES = {
     "noise_std": (lambda v: v is None or number(lambda k: k >= 0)(v), "null or a finite number >= 0"),
     "measures.points": (integer(lambda v: v >= 0), "an integer >= 0"),
     "measures.split": (lambda v: v in ("heldout", "train"), "heldout or train"),
-    "measures.grid": (lambda v: v in ("mib", "log"), "mib (MIB's fractions, CPR and CMD) or log"),
-    "measures.intervention": (lambda v: v in ("catlit", "mib"), "catlit or mib"),
+    "measures.grid": (lambda v: v in GRIDS, "mib (MIB's fractions, CPR and CMD) or log"),
+    "measures.intervention": (lambda v: v in INTERVENTIONS, "catlit or mib"),
     "pairs.limit": (lambda v: v is None or integer(lambda k: k >= 2)(v), "null or an integer >= 2"),
 }
 

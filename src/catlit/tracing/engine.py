@@ -75,8 +75,9 @@ class Tracer:
             raise ValueError(f"swapping base and source needs source=counterfactual (got {self.source})")
         pairs = [dataclasses.replace(e, seqs=e.source_seqs, source_seqs=e.seqs) for e in self.encoded]
         return Tracer(
-            self.model, self.space, pairs, self.pad_id, self.source, self.positions, self.effect,
-            self.noise_scale, self.seed, self.noise_std, self.batch_size,
+            self.model, self.space, pairs, self.pad_id, source=self.source, positions=self.positions,
+            effect=self.effect, noise_scale=self.noise_scale, seed=self.seed, noise_std=self.noise_std,
+            batch_size=self.batch_size,
         )  # fmt: skip
 
     # ---- batches ------------------------------------------------------------------------------

@@ -71,23 +71,18 @@ def graph(space: ComponentSpace, order: list[int], in_graph: list[int], edges: b
         for entry in nodes.values():
             entry["neurons"] = [True] * layout.d_model
             entry["neurons_scores"] = [math.nan] * layout.d_model
-    start = 0
-    for group in space.groups:
-        for flat in range(start, start + group.numel):
-            layer, i = divmod(flat - start, group.size)
-            if group.kind == "heads":
-                nodes[f"a{layer}.h{i}"].update(score=score[flat], in_graph=flat in chosen)
-            elif group.kind == "mlp_blocks":
-                nodes[f"m{layer}"].update(score=score[flat], in_graph=flat in chosen)
-            elif group.kind == "mlp":
-                entry = nodes[f"m{layer}"]
-                entry["neurons"][i] = flat in chosen
-                entry["neurons_scores"][i] = score[flat]
-        if group.kind == "mlp":
-            for layer in range(group.n_layers):
-                entry = nodes[f"m{layer}"]
-                entry["in_graph"] = entry["in_graph"] and any(entry["neurons"])
-        start += group.numel
+    for flat in range(space.numel):
+        group, layer, i = space.locate(flat)
+        if group.kind in ("heads", "mlp_blocks"):
+            node = f"a{layer}.h{i}" if group.kind == "heads" else f"m{layer}"
+            nodes[node].update(score=score[flat], in_graph=flat in chosen)
+        elif group.kind == "mlp":  # output dimensions: MIB's neurons of m{L}
+            nodes[f"m{layer}"]["neurons"][i] = flat in chosen
+            nodes[f"m{layer}"]["neurons_scores"][i] = score[flat]
+    if neuron_level:  # an MLP none of whose dimensions is chosen is out of the circuit
+        for layer in range(layout.n_layers):
+            entry = nodes[f"m{layer}"]
+            entry["in_graph"] = entry["in_graph"] and any(entry["neurons"])
     out = {
         "cfg": {
             "n_layers": layout.n_layers,

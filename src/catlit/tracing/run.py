@@ -138,8 +138,7 @@ def faithfulness(cfg, tracer: Tracer, ctx: Context, rankings: list[Ranking], hel
     intervention = cfg.measures.get("intervention", "catlit")
     if intervention == "mib":  # MIB's: the clean input runs, what is outside the circuit is corrupted
         tracer = tracer.swapped()
-        train = ctx.train_idx[: cfg.baselines.eval_pairs or None]
-        prepared = tracer.prepare(held_idx if on_heldout else train)
+        prepared = tracer.prepare(held_idx if on_heldout else eval_pairs(cfg, ctx.train_idx))
     else:
         prepared = tracer.prepare(held_idx) if on_heldout else ctx.train_prep
     full = check_finite(
@@ -208,9 +207,13 @@ def setup(cfg: DictConfig) -> tuple[Tracer, list[int], list[int], int]:
     return tracer, train_idx, held_idx, skipped
 
 
+def eval_pairs(cfg: DictConfig, train_idx: list[int]) -> list[int]:
+    """The training pairs selections are scored on: at most `baselines.eval_pairs` of them."""
+    return train_idx[: cfg.baselines.eval_pairs] if cfg.baselines.eval_pairs else train_idx
+
+
 def _context(cfg: DictConfig, tracer: Tracer, train_idx, held_idx, max_size: int) -> Context:
-    eval_train = train_idx[: cfg.baselines.eval_pairs] if cfg.baselines.eval_pairs else train_idx
-    train_prep, held_prep = tracer.prepare(eval_train), tracer.prepare(held_idx)
+    train_prep, held_prep = tracer.prepare(eval_pairs(cfg, train_idx)), tracer.prepare(held_idx)
 
     def score(indices: list[int]) -> tuple[float, float]:
         mask = tracer.space.from_indices(indices, tracer.device)

@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from catlit.data.encoding import IGNORE_INDEX
+# the answer positions are every method's (the answer-only loss); ICLM's heads run at them too
+from catlit.methods.answer_loss import answer_positions, next_tokens
 
-
-def answer_positions(labels: torch.Tensor) -> torch.Tensor:
-    """[B, T] bool: the positions whose next token is an answer token."""
-    positions = torch.zeros_like(labels, dtype=torch.bool)
-    positions[:, :-1] = labels[:, 1:] != IGNORE_INDEX
-    return positions
-
-
-def next_tokens(labels: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """[N] the token each selected position predicts."""
-    return labels[:, 1:][positions[:, :-1]]
+__all__ = ["answer_positions", "next_tokens", "position_ids", "routed_tokens"]
 
 
 def position_ids(mask: torch.Tensor) -> torch.Tensor:
