@@ -33,12 +33,14 @@ from catlit.tracing import circuits, suite  # noqa: E402
 METHODS = ["pgbct", "topk", "greedy", "greedy_backward", "atp", "atp_ig", "hardconcrete", "random"]
 RANKING = {"loss": "relative", "schedule": "constant", "lambda1": 5e-4, "lambda2": 5e-4}
 VARIANTS = {  # PGB-CT settings compared by the study (each over SEARCH, conf/search/default.yaml)
-    "default: inverse, constant λ=0.05": {},
-    "inverse, linear λ=0.05": {"schedule": "linear"},
-    "inverse, constant λ=0.02": {"schedule": "constant", "lambda1": 0.02, "lambda2": 0.02},
+    "default: scaled, constant λ=0.05": {},
+    "inverse (the paper's loss), constant λ=0.05": {"loss": "inverse"},
+    "inverse, linear λ=0.05": {"loss": "inverse", "schedule": "linear"},
+    "inverse, constant λ=0.02": {"loss": "inverse", "schedule": "constant", "lambda1": 0.02, "lambda2": 0.02},
     "negative, constant λ=0.05": {"loss": "negative", "schedule": "constant"},
+    "relative, constant λ=0.05": {"loss": "relative", "schedule": "constant"},
     "ranking: relative, constant λ=5e-4": RANKING,
-    "paper: inverse, linear λ=1e-4": {"lambda1": 1e-4, "lambda2": 1e-4, "schedule": "linear"},
+    "paper: inverse, linear λ=1e-4": {"loss": "inverse", "lambda1": 1e-4, "lambda2": 1e-4, "schedule": "linear"},
     "default + 4 restarts": {"restarts": 4},
 }
 

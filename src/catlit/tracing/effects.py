@@ -9,8 +9,11 @@ change Δ = s_int − s_base:
   logit_diff  s = logit(a) − logit(b)         e = Δ
 
 A multi-token candidate's log p is the mean of its tokens' log probabilities (the log of their
-geometric mean). The `inverse` loss, mean 1/(1+e) = mean exp(−Δ), is the paper's; `negative` is −e;
-`relative` is −e / |E(all)|, the mean effect of patching every component (scale-free).
+geometric mean). The `inverse` loss, mean 1/(1+e) = mean exp(−Δ), is the paper's; `scaled` is
+mean exp(−Δ / u), u = min(1, |mean Δ(all)|): the inverse loss wherever patching every component moves
+the score by a unit or more, and otherwise the same loss with the full patch's Δ as the unit, so that a
+small effect (a real model's bias, odds × 1.1) is not drowned by penalties sized for large ones;
+`negative` is −e; `relative` is −e / |E(all)|, the mean effect of patching every component (scale-free).
 With one-token candidates, Δ of the odds equals Δ of the logit difference (the softmax normaliser
 cancels), so 1/(1+e_odds) = exp(−Δ logit diff).
 """
@@ -20,7 +23,7 @@ from __future__ import annotations
 import torch
 
 EFFECTS = ("odds", "prob_drop", "logit_diff")
-LOSSES = ("inverse", "negative", "relative")
+LOSSES = ("inverse", "scaled", "negative", "relative")
 N_CANDIDATES = {"odds": 2, "prob_drop": 1, "logit_diff": 2}
 
 
@@ -71,9 +74,12 @@ def effect_of(delta: torch.Tensor, effect: str) -> torch.Tensor:
 
 
 def effect_loss(delta: torch.Tensor, effect: str, loss: str = "inverse", scale: float = 1.0) -> torch.Tensor:
-    """inverse: mean 1/(1+e); negative: −mean e; relative: −mean e / scale (scale = |E(all)|, so
-    the penalties' λ is a share of the full patch's effect, whatever the effect's units)."""
+    """inverse: mean 1/(1+e); scaled: mean exp(−Δ / scale) (scale = min(1, |mean Δ(all)|)); negative: −mean e;
+    relative: −mean e / scale (scale = |E(all)|, so the penalties' λ is a share of the full patch's
+    effect, whatever the effect's units)."""
     if loss == "inverse":
         return torch.exp(-delta).mean()
+    if loss == "scaled":
+        return torch.exp(-delta / scale).mean()
     value = -effect_of(delta, effect).mean()
     return value / scale if loss == "relative" else value

@@ -205,13 +205,22 @@ class Tracer:
         return scores - self.base_scores(batch)
 
     def loss(self, batch, mask, cache, loss: str = "inverse", scale: float = 1.0):
-        """(effect loss, per-pair Δ) with `mask` applied; `scale` divides the `relative` loss."""
+        """(effect loss, per-pair Δ) with `mask` applied; `scale` is the `relative`/`scaled` loss's unit."""
         delta = self.delta(batch, mask, cache)
         return effect_loss(delta, self.effect, loss, scale), delta
 
     def prepare(self, indices: list[int]) -> list[tuple[PairBatch, dict]]:
         """Batches with their source activations, for evaluating many masks on the same pairs."""
         return [(b, self.source_cache(b)) for b in self.batches(indices)]
+
+    @torch.no_grad()
+    def mean_delta(self, mask: dict[str, torch.Tensor], prepared: list[tuple[PairBatch, dict]]) -> float:
+        """Mean Δ (the score's change, before it becomes an effect) over the prepared pairs."""
+        total, n = 0.0, 0
+        for batch, cache in prepared:
+            total += float(self.delta(batch, mask, cache).sum())
+            n += batch.n_pairs
+        return total / max(n, 1)
 
     @torch.no_grad()
     def evaluate(self, mask: dict[str, torch.Tensor], prepared: list[tuple[PairBatch, dict]]) -> float:

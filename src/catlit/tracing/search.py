@@ -117,16 +117,22 @@ def pgbct(
 
 
 def loss_scale(tracer: Tracer, indices: list[int], loss: str) -> float:
-    """|E(all)| on the pairs for the `relative` loss (1 otherwise): one evaluation of the full patch."""
-    if loss != "relative":
+    """The loss's unit, from one evaluation of the full patch on the pairs: |E(all)| for `relative`,
+    min(1, |mean Δ(all)|) for `scaled` (see catlit.tracing.effects), 1 otherwise."""
+    if loss not in ("relative", "scaled"):
         return 1.0
-    full = tracer.evaluate(tracer.space.full(1.0, device=tracer.device), tracer.prepare(indices))
-    if not abs(full) > 1e-12:
+    prepared = tracer.prepare(indices)
+    full = tracer.space.full(1.0, device=tracer.device)
+    if loss == "relative":
+        value = tracer.evaluate(full, prepared)
+    else:
+        value = tracer.mean_delta(full, prepared)
+    if not abs(value) > 1e-12:
         raise ValueError(
-            f"search.loss=relative: patching every component has no effect on the pairs ({full}); "
+            f"search.loss={loss}: patching every component has no effect on the pairs ({value}); "
             "use search.loss=negative"
         )
-    return abs(full)
+    return abs(value) if loss == "relative" else min(1.0, abs(value))
 
 
 def hard_objective(tracer, indices: list[int], chosen: list[int], loss: str, scale: float = 1.0) -> float:
