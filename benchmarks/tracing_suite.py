@@ -40,7 +40,12 @@ VARIANTS = {  # PGB-CT settings compared by the study (each over SEARCH, conf/se
     "negative, constant λ=0.05": {"loss": "negative", "schedule": "constant"},
     "relative, constant λ=0.05": {"loss": "relative", "schedule": "constant"},
     "ranking: relative, constant λ=5e-4": RANKING,
-    "paper: inverse, linear λ=1e-4": {"loss": "inverse", "lambda1": 1e-4, "lambda2": 1e-4, "schedule": "linear"},
+    "paper: inverse, linear λ=1e-4": {
+        "loss": "inverse",
+        "lambda1": 1e-4,
+        "lambda2": 1e-4,
+        "schedule": "linear",
+    },
     "default + 4 restarts": {"restarts": 4},
 }
 
