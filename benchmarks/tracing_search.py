@@ -75,9 +75,7 @@ def pairs(n: int, length: int, seed: int = 0) -> list[EncodedPair]:
 
 
 SEARCHES = {  # PGB-CT settings: conf/search/default.yaml, ranking.yaml, paper.yaml and two others
-    "default (scaled, constant λ=0.05)": dict(
-        loss="scaled", schedule="constant", lambda1=0.05, lambda2=0.05
-    ),
+    "default (scaled, constant λ=0.05)": dict(loss="scaled", schedule="constant", lambda1=0.05, lambda2=0.05),
     "inverse, constant λ=0.05": dict(loss="inverse", schedule="constant", lambda1=0.05, lambda2=0.05),
     "inverse, linear λ=0.05": dict(loss="inverse", schedule="linear", lambda1=0.05, lambda2=0.05),
     "negative, constant λ=0.002": dict(loss="negative", schedule="constant", lambda1=0.002, lambda2=0.002),
