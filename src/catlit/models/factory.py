@@ -11,7 +11,7 @@ import torch
 from catlit.files import atomic_dir
 from catlit.models.embedded import build_embedded
 from catlit.models.loading import load_pretrained
-from catlit.models.lora import apply_adapter
+from catlit.models.lora import AdapterCheckpointContext, apply_adapter
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,11 @@ def build_model(
 
 def enable_checkpointing(model, use_reentrant: bool = False) -> None:
     """Activation checkpointing on every decoder layer (transformers' name for it since v5.x, or the
-    older one). Non-reentrant unless asked: see `build_model`."""
-    kwargs = {"use_reentrant": use_reentrant}
+    older one). Non-reentrant unless asked: see `build_model`; non-reentrant recomputation also runs
+    with the LoRA adapters its forward had (ICLM switches adapters within a step)."""
+    kwargs: dict = {"use_reentrant": use_reentrant}
+    if not use_reentrant:
+        kwargs["context_fn"] = AdapterCheckpointContext(model)
     if hasattr(model, "activation_checkpointing_enable"):
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:

@@ -10,7 +10,9 @@ Several named adapters can share one frozen base (`add_named_adapters`) and be s
 pass with `active_adapter`, which leaves trainability alone: peft's `set_adapter` also sets
 `requires_grad` (only the active adapter trains), so switching with it inside one training step would
 freeze the adapters used earlier in the step. Autograd records each forward's graph with the adapter
-that was active then, so every adapter gets its own gradient.
+that was active then, so every adapter gets its own gradient. Activation checkpointing reruns each
+layer's forward during the backward, when another adapter may be active: `AdapterCheckpointContext`
+gives that rerun the adapter state its forward had (`catlit.models.factory.enable_checkpointing`).
 """
 
 from __future__ import annotations
@@ -114,6 +116,35 @@ def add_named_adapters(
 
 def tuner_layers(model) -> list[BaseTunerLayer]:
     return [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+
+
+class AdapterCheckpointContext:
+    """`context_fn` for a non-reentrant `torch.utils.checkpoint`: called at each checkpointed forward,
+    it records which adapter every LoRA layer applies, and the recomputation in the backward runs
+    under that record (without it, a layer rerun after an adapter switch would compute the gradient
+    of the adapter set last). The model's LoRA layers are found once they exist."""
+
+    def __init__(self, model):
+        self.model = model
+        self.layers: list[BaseTunerLayer] = []
+
+    def __call__(self):
+        if not self.layers:
+            self.layers = tuner_layers(self.model)
+        state = [(layer._active_adapter, layer._disable_adapters) for layer in self.layers]
+        return contextlib.nullcontext(), _adapter_state(self.layers, state)
+
+
+@contextlib.contextmanager
+def _adapter_state(layers: list[BaseTunerLayer], state: list) -> Iterator[None]:
+    saved = [(layer._active_adapter, layer._disable_adapters) for layer in layers]
+    try:
+        for layer, (active, disabled) in zip(layers, state):
+            layer._active_adapter, layer._disable_adapters = active, disabled
+        yield
+    finally:
+        for layer, (active, disabled) in zip(layers, saved):
+            layer._active_adapter, layer._disable_adapters = active, disabled
 
 
 @contextlib.contextmanager
