@@ -255,3 +255,31 @@ def test_trace_measures_with_mibs_intervention(trained_model, tmp_path):
     )
     with pytest.raises(ConfigError, match="needs pairs.effect=logit_diff"):
         trace_run(bad)
+
+
+def test_trace_records_each_methods_peak_memory(trace_dir):
+    metrics = json.loads((trace_dir / "metrics.json").read_text())
+    methods = ["pgbct", "topk", "greedy", "greedy_backward", "atp", "atp_ig", "hardconcrete", "random", "all"]
+    for method in methods:
+        assert metrics[f"{method}/peak_mb"] >= 0.0, method
+    assert (trace_dir / "metrics.json").read_text().count("/peak_mb") == len(methods)
+
+
+def test_resume_auto_skips_a_finished_trace_and_restarts_an_unfinished_one(trained_model, tmp_path):
+    fast = [f"model.path={trained_model}", *TRACE_FAST, "baselines.methods=[atp,all]", "search.epochs=2"]
+    cfg = compose_cfg(tmp_path, [*fast, "resume=auto"], "trace")
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True)
+    (run_dir / "selection.json").write_text("{}")  # a trace killed before it wrote its metrics
+    first = trace_run(cfg)
+    aside = [p for p in run_dir.iterdir() if p.name.startswith(".stopped-")]
+    assert len(aside) == 1 and (aside[0] / "selection.json").read_text() == "{}"  # kept, not deleted
+    finished = (run_dir / "metrics.json").stat().st_mtime_ns
+    same = json.dumps(trace_run(cfg), sort_keys=True) == json.dumps(first, sort_keys=True)
+    assert same  # finished: skipped, its metrics returned (NaN-safe comparison)
+    assert (run_dir / "metrics.json").stat().st_mtime_ns == finished
+    fresh = compose_cfg(tmp_path, fast, "trace")  # without resume a finished trace is never overwritten
+    with pytest.raises(FileExistsError, match="already holds a trace"):
+        trace_run(fresh)
+    with pytest.raises(ValueError, match="resume='yes': null"):
+        trace_run(compose_cfg(tmp_path / "bad", [*fast, "resume=yes"], "trace"))

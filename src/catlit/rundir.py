@@ -54,9 +54,13 @@ class RunDir:
         return self.path / name
 
     @contextlib.contextmanager
-    def claim(self, resume_from: str | None = None, what: str = "run") -> Iterator[RunDir]:
+    def claim(
+        self, resume_from: str | None = None, what: str = "run", restart_unfinished: bool = False
+    ) -> Iterator[RunDir]:
         """Lock the directory for the block, refusing one that another process holds or that holds a
-        finished or partial run (unless `resume_from` is a checkpoint inside it)."""
+        finished or partial run (unless `resume_from` is a checkpoint inside it; with
+        `restart_unfinished`, what an unfinished run left is set aside, as a run without checkpoints
+        cannot resume)."""
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock()
         try:
@@ -64,7 +68,7 @@ class RunDir:
             if removed:
                 print(f"run directory {self.path}: removed {len(removed)} partial file(s) that killed saves "
                       f"left ({', '.join(p.name for p in removed[:3])})", flush=True)  # fmt: skip
-            self._check_free(resume_from, what)
+            self._check_free(resume_from, what, restart_unfinished)
             yield self
         finally:
             self._unlock()
@@ -154,7 +158,7 @@ class RunDir:
             self._lock_handle.close()  # closing the descriptor releases the lock
         self._lock_handle = None
 
-    def _check_free(self, resume_from: str | None, what: str) -> None:
+    def _check_free(self, resume_from: str | None, what: str, restart_unfinished: bool = False) -> None:
         existing = sorted(
             p.name
             for p in self.path.iterdir()
@@ -164,7 +168,7 @@ class RunDir:
             return
         if resume_from and Path(resume_from).resolve().is_relative_to(self.path.resolve()):
             return  # resuming this very run
-        if not self._holds_work(existing):
+        if not self._holds_work(existing) or (restart_unfinished and FINISHED not in existing):
             self._set_aside(existing, what)
             return
         hint = (
@@ -182,8 +186,8 @@ class RunDir:
         return bool(set(existing) & WORK) or any((self.path / "checkpoints").glob("*.ckpt"))
 
     def _set_aside(self, existing: list[str], what: str) -> None:
-        """What a run that stopped before its first checkpoint left (its config, logs, a base model):
-        kept, under a hidden folder of this directory, and the directory is free again."""
+        """What a run that stopped before its first checkpoint (or, without checkpoints, before it
+        finished) left: kept, under a hidden folder of this directory, and the directory is free again."""
         import time
 
         aside = self.path / f"{STOPPED}{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
@@ -191,7 +195,7 @@ class RunDir:
         for name in existing:
             os.replace(self.path / name, aside / name)
         print(
-            f"run directory {self.path} held a {what} that stopped before its first checkpoint: moved what "
+            f"run directory {self.path} held a {what} that stopped unfinished: moved what "
             f"it left ({', '.join(existing[:5])}) to {aside.name}/",
             flush=True,
         )

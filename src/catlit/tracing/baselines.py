@@ -52,6 +52,7 @@ class Ranking:
     backwards: float = 0.0
     chosen: list[int] | None = None  # the set the method picks itself, where it picks one
     wall_at: dict[int, float] = field(default_factory=dict)  # time to reach a size (greedy)
+    peak_mb: float = float("nan")  # peak memory rise while the method ran (set by the caller)
 
     @property
     def order(self) -> list[int]:

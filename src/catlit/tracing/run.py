@@ -6,9 +6,11 @@ training pairs it was chosen on and on held-out pairs it never saw.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -19,7 +21,7 @@ from omegaconf import DictConfig
 from catlit.hooks.selection import Selection
 from catlit.models.architectures import Layout
 from catlit.models.loading import load_local
-from catlit.rundir import RunDir
+from catlit.rundir import FINISHED, RunDir, is_finished
 from catlit.tracing import measures, mib_graph, plots
 from catlit.tracing.baselines import BASELINES, Context, Ranking, Scored
 from catlit.tracing.checks import check_finite, check_sizes, check_trace_config
@@ -28,6 +30,7 @@ from catlit.tracing.engine import Tracer
 from catlit.tracing.pairs import encode_pairs
 from catlit.tracing.search import SearchResult, pgbct
 from catlit.tracing.settings import BaselineSettings, SearchSettings
+from catlit.tracing.suite import peak_memory
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +60,14 @@ def run(cfg: DictConfig) -> dict[str, float]:
     unknown = sorted(set(cfg.baselines.methods) - set(BASELINES))
     if unknown:
         raise ValueError(f"baselines.methods: unknown {unknown}; choose from {sorted(BASELINES)}")
+    resume = cfg.get("resume")
+    if resume not in (None, "auto"):
+        raise ValueError(f"resume={resume!r}: null (a fresh run directory) or auto")
     run_dir = RunDir(cfg.paths.output_dir)
-    with run_dir.claim(what="trace"):
+    if resume == "auto" and is_finished(run_dir.path):  # a rerun sweep skips what it finished
+        print(f"run directory {run_dir.path} holds a finished trace: skipped (resume=auto)", flush=True)
+        return json.loads((run_dir / FINISHED).read_text())
+    with run_dir.claim(what="trace", restart_unfinished=resume == "auto"):
         run_dir.write_config(cfg)
         torch.manual_seed(cfg.seed)
         tracer, train_idx, held_idx, skipped = setup(cfg)
@@ -66,7 +75,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         check_sizes(cfg, space.numel)
         truth = truth_indices(cfg.get("truth"), space)
         search = SearchSettings.from_config(cfg.search)
-        result = pgbct(tracer, train_idx, search, seed=cfg.seed, threshold=cfg.select.threshold)
+        with peak_memory(tracer.device, interval=0.02) as pgbct_memory:
+            result = pgbct(tracer, train_idx, search, seed=cfg.seed, threshold=cfg.select.threshold)
         selected = result.top(cfg.select.k) if cfg.select.k else result.threshold(cfg.select.threshold)
         if not selected:
             log.warning(
@@ -80,7 +90,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         rankings = [
             Ranking("pgbct", [result.ranking()], result.wall_s, 2 * epochs + 2, epochs + 1, chosen=selected)
         ]
-        rankings += [BASELINES[name](ctx) for name in cfg.baselines.methods]
+        rankings[0].peak_mb = pgbct_memory["mb"]
+        for name in cfg.baselines.methods:
+            rankings.append(measured_cost(tracer, lambda name=name: BASELINES[name](ctx)))
         rows = score_rankings(ctx, rankings, sizes)
         measured = faithfulness(cfg, tracer, ctx, rankings, held_idx, truth)
         main = ctx.score(selected)
@@ -94,6 +106,14 @@ def run(cfg: DictConfig) -> dict[str, float]:
         run_dir.write_metrics(metrics)  # last: the trace is complete
     print(_summary(cfg, run_dir.path, rows, rankings, measured, selected, result, space, train_idx, held_idx))
     return metrics
+
+
+def measured_cost(tracer: Tracer, method: Callable[[], Ranking]) -> Ranking:
+    """The method's ranking, with the peak memory it took (CPU: resident set size; CUDA: tensors)."""
+    with peak_memory(tracer.device, interval=0.02) as memory:
+        ranking = method()
+    ranking.peak_mb = memory["mb"]
+    return ranking
 
 
 def truth_indices(names, space) -> list[int] | None:
@@ -253,6 +273,7 @@ def write_outputs(
     for r in rankings:
         metrics.update({f"{r.method}/forwards": r.forwards, f"{r.method}/backwards": r.backwards})
         metrics[f"{r.method}/wall_s"] = round(r.wall_s, 3)
+        metrics[f"{r.method}/peak_mb"] = round(r.peak_mb, 1)
         if r.chosen is not None and r.method != "all":  # the set the method picks itself
             metrics[f"{r.method}/size"] = len(r.chosen)
     for method, entry in measured.get("methods", {}).items():
@@ -323,15 +344,17 @@ def _summary(
             "",
             f"Faithfulness on the {measured['split']} pairs (normalised by all components' effect "
             f"{measured['full']:.4f}; {grid}; {measured['intervention']}'s intervention):",
-            f"| method | {head} | ROC AUC | passes | time |",
-            "|---|---|---|---|---|---|---|",
+            f"| method | {head} | ROC AUC | passes | time | peak memory |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         cost = {r.method: r for r in rankings}
         for method, e in measured["methods"].items():
             r = cost[method]
             auroc = "-" if e["auroc"] != e["auroc"] else f"{e['auroc']:.3f}"
             areas = " | ".join(f"{e[name]:.3f}" for name in measures.AREAS[e["grid"]])
-            lines.append(f"| {method} | {areas} | {auroc} | {r.passes} | {r.wall_s:.1f} s |")
+            lines.append(
+                f"| {method} | {areas} | {auroc} | {r.passes} | {r.wall_s:.1f} s | {r.peak_mb:.0f} MB |"
+            )
     shown = ", ".join(f"{space.name(i)} ({float(result.z[i]):.2f})" for i in selected[:20])
     more = f" ... +{len(selected) - 20}" if len(selected) > 20 else ""
     empty = "none: every z is below select.threshold (lower search.lambda1, or set select.k)"

@@ -127,6 +127,11 @@ def loss_scale(tracer: Tracer, indices: list[int], loss: str) -> float:
         value = tracer.evaluate(full, prepared)
     else:
         value = tracer.mean_delta(full, prepared)
+    if not torch.isfinite(torch.tensor(value)):
+        raise FloatingPointError(
+            f"PGB-CT: patching every component gives {value}: the model's outputs on the pairs are not "
+            "finite (a NaN or inf in its weights?); tracing stops"
+        )
     if not abs(value) > 1e-12:
         raise ValueError(
             f"search.loss={loss}: patching every component has no effect on the pairs ({value}); "

@@ -47,9 +47,9 @@ class Row:
 
 
 @contextlib.contextmanager
-def peak_memory(device: torch.device):
+def peak_memory(device: torch.device, interval: float = 0.002):
     """Yields a dict that holds, after the block, the peak memory rise in MB (CUDA: allocated
-    tensors; CPU: resident set size, sampled every 2 ms by a thread)."""
+    tensors; CPU: resident set size, sampled every `interval` seconds by a thread)."""
     out = {"mb": 0.0}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -71,7 +71,7 @@ def peak_memory(device: torch.device):
     def sample():
         while not stop.is_set():
             peak[0] = max(peak[0], rss())
-            time.sleep(0.002)
+            time.sleep(interval)
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
