@@ -25,7 +25,8 @@ def test_every_group_option_composes(tmp_path, group, option):
     overrides = [f"{group}={option}"]
     if group == "model" and option != "tiny":
         overrides.append("model.path=/some/local/folder")
-    cfg = compose_cfg(tmp_path, overrides)
+    tracing = group == "experiment" and option.startswith("trace_")  # trace.py's studies
+    cfg = compose_cfg(tmp_path, overrides, config_name="trace" if tracing else "train")
     if group == "experiment":  # experiments are global packages: they rename the run
         assert cfg.task_name == option
     else:

@@ -283,3 +283,28 @@ def test_resume_auto_skips_a_finished_trace_and_restarts_an_unfinished_one(train
         trace_run(fresh)
     with pytest.raises(ValueError, match="resume='yes': null"):
         trace_run(compose_cfg(tmp_path / "bad", [*fast, "resume=yes"], "trace"))
+
+
+def test_pairs_sample_draws_across_the_loaders_order_and_is_seeded():
+    from catlit.tracing.run import sample_pairs
+
+    pairs = list(range(2703))  # Professions: 29 x 17 female-stereotyped pairs first, then 130 x 17 male
+    first = sample_pairs(pairs, 100, seed=1)
+    assert len(first) == len(set(first)) == 100 and first == sorted(first)
+    assert sum(i < 29 * 17 for i in first) < 40 and max(first) > 29 * 17  # both lists, not the first 100
+    assert sample_pairs(pairs, 100, seed=1) == first != sample_pairs(pairs, 100, seed=2)
+    assert sample_pairs(pairs[:10], 100, seed=1) == pairs[:10]
+
+
+def test_every_tracing_experiment_composes_with_its_task_and_model(tmp_path):
+    experiments = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("trace_*.yaml"))
+    assert experiments == [f"trace_{t}_smollm2" for t in ("ioi", "professions", "winobias", "winogender")]
+    for name in experiments:
+        cfg = compose_cfg(tmp_path, [f"experiment={name}"], config_name="trace")
+        task = name.split("_")[1]
+        assert cfg.pairs.loader._target_ == f"catlit.tracing.datasets.{task}", name
+        assert cfg.model.path == "HuggingFaceTB/SmolLM2-135M-Instruct" and cfg.task_name == name
+        assert cfg.search.loss == "scaled" and "all" in cfg.baselines.methods
+    professions = compose_cfg(tmp_path, ["experiment=trace_professions_smollm2"], config_name="trace")
+    assert professions.components == ["mlp"] and professions.pairs.sample == 100
+    assert not {"topk", "greedy", "greedy_backward"} & set(professions.baselines.methods)

@@ -203,6 +203,8 @@ def setup(cfg: DictConfig) -> tuple[Tracer, list[int], list[int], int]:
     pairs = instantiate(cfg.pairs.loader)
     if cfg.pairs.get("limit"):  # the first N pairs: a quick look at a large model
         pairs = pairs[: int(cfg.pairs.limit)]
+    if cfg.pairs.get("sample"):
+        pairs = sample_pairs(pairs, int(cfg.pairs.sample), cfg.seed)
     encoded, skipped = encode_pairs(tokenizer, pairs, cfg.pairs.misaligned)
     if skipped:
         log.warning(
@@ -225,6 +227,15 @@ def setup(cfg: DictConfig) -> tuple[Tracer, list[int], list[int], int]:
         batch_size=cfg.search.batch_size,
     )
     return tracer, train_idx, held_idx, skipped
+
+
+def sample_pairs(pairs: list, n: int, seed: int) -> list:
+    """`n` of the pairs drawn uniformly (seeded), in the loader's order: a loader that lists one kind
+    first (Professions: every female-stereotyped profession) is not cut to that kind, as a limit is."""
+    if n >= len(pairs):
+        return pairs
+    keep = sorted(random.Random(f"sample/{seed}").sample(range(len(pairs)), n))
+    return [pairs[i] for i in keep]
 
 
 def eval_pairs(cfg: DictConfig, train_idx: list[int]) -> list[int]:
