@@ -48,3 +48,31 @@ def test_unfinished_and_damaged_runs_are_named_and_counted_not_dropped_silently(
     assert f"skipped {tmp_path / 's2'}: unfinished" in captured.err
     assert f"skipped {tmp_path / 's3' / 'metrics.json'}: unreadable (JSONDecodeError" in captured.err
     assert "2 trace run(s) skipped" in captured.err
+
+
+def hydra_record(folder, seed: int, search: str = "default", overrides: tuple[str, ...] = ()) -> None:
+    """What trace.py leaves beside its results: config.yaml and Hydra's .hydra/ record of the choices."""
+    (folder / ".hydra").mkdir()
+    (folder / "config.yaml").write_text(f"seed: {seed}\n")
+    choices = {"hydra": {"runtime": {"choices": {"search": search, "pairs": "ioi", "model": "smollm2"}}}}
+    (folder / ".hydra" / "hydra.yaml").write_text(json.dumps(choices))  # JSON is YAML
+    (folder / ".hydra" / "overrides.yaml").write_text(json.dumps([f"seed={seed}", *overrides]))
+
+
+def test_other_search_settings_are_labelled_and_stand_beside_their_seeds_baselines(tmp_path, capsys):
+    for seed, full in ((1, 100.0), (2, 10.0)):
+        trace_run(tmp_path / "main" / f"s{seed}", 2, {"pgbct": {5: full / 2}, "topk": {5: full / 4}}, full)
+        hydra_record(tmp_path / "main" / f"s{seed}", seed)
+        trace_run(tmp_path / "paper" / f"s{seed}", 3, {"pgbct": {5: full}}, full)
+        hydra_record(tmp_path / "paper" / f"s{seed}", seed, "paper")
+    trace_run(tmp_path / "inverse" / "s1", 1, {"pgbct": {5: 30.0}}, 100.0)
+    hydra_record(tmp_path / "inverse" / "s1", 1, overrides=("search.loss=inverse",))
+    trace_run(tmp_path / "other_pairs" / "s1", 1, {"pgbct": {5: 3.0}}, 7.0)  # seed 1, other pairs: own row
+    hydra_record(tmp_path / "other_pairs" / "s1", 1, "ranking")
+    assert main([str(tmp_path), "--out", str(tmp_path / "out"), "--size", "5"]) == 0
+    out = capsys.readouterr().out
+    head = "| run | size | all components | pgbct | pgbct (default, search.loss=inverse) | pgbct (paper)"
+    assert out.startswith(head + " | pgbct (ranking) | topk |")
+    assert "| seed 1 | 5 | 100 | 0.500 | 0.300 | 1.000 | - | 0.250 |" in out
+    assert "| seed 2 | 5 | 10 | 0.500 | - | 1.000 | - | 0.250 |" in out
+    assert "| s1 | 5 | 7 | - | - | - | 0.429 | - |" in out

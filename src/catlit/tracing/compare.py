@@ -7,6 +7,11 @@ For each finished trace run below the folders, the held-out effect of every meth
 components, k = that run's PGB-CT set size, as a share of all components' effect (so runs on models
 with different effect scales average fairly); then the mean and 95% interval over runs. Writes
 compare.md, compare.csv and compare.png into --out (default: the first folder).
+
+A run traced with another PGB-CT setting (`search=paper`, `search.loss=inverse`, ...) reports its
+PGB-CT as `pgbct (<preset>, <overrides>)`; runs of one seed on the same pairs (the same size and the
+same all-components effect: `search=paper,ranking 'baselines.methods=[all]'` beside a full run) are
+one row, so every setting stands next to the baselines of its seed.
 """
 
 from __future__ import annotations
@@ -15,8 +20,11 @@ import argparse
 import csv
 import io
 import json
+import math
 import sys
 from pathlib import Path
+
+from omegaconf import OmegaConf
 
 from catlit.files import write_text
 from catlit.plotting import pyplot
@@ -42,21 +50,71 @@ def collect(folders: list[Path], size: int | None = None) -> tuple[list[str], li
                 passed.append(f"{run / 'metrics.json'}: unreadable ({type(err).__name__}: {err})")
                 continue
             full = _all(metrics)
+            label = pgbct_label(run)
             shares = {}
             for key, value in metrics.items():
                 if key.endswith(f"/k{k}/effect_heldout") and not key.startswith("all/"):
                     method = key.split("/")[0]
+                    method = label if method == "pgbct" else method
                     shares[method] = value / full
                     methods.append(method)
-            rows.append({"run": run.name, "size": k, "all": full, "shares": shares})
+            rows.append({"run": run.name, "size": k, "all": full, "shares": shares, "seed": _seed(run)})
     for why in passed:  # counted and named, never dropped silently
         print(f"warning: skipped {why}", file=sys.stderr)
     if passed:
         print(f"warning: {len(passed)} trace run(s) skipped (see above)", file=sys.stderr)
-    order = list(BASELINES)  # PGB-CT first, then the registry's order
+    order = list(BASELINES)  # PGB-CT (each setting) first, then the registry's order
     return sorted(
-        dict.fromkeys(methods), key=lambda m: (m != "pgbct", order.index(m) if m in order else 99)
-    ), rows
+        dict.fromkeys(methods),
+        key=lambda m: (not m.startswith("pgbct"), m != "pgbct", order.index(m) if m in order else 99, m),
+    ), merge_seeds(rows)
+
+
+def pgbct_label(run: Path) -> str:
+    """`pgbct`, or `pgbct (<search preset>, <search.* overrides>)` where the run was traced otherwise
+    (read from Hydra's record of the run; a run without one, written by hand, is `pgbct`)."""
+    hydra_dir = run / ".hydra"
+    if not (hydra_dir / "hydra.yaml").is_file():
+        return "pgbct"
+    choices = OmegaConf.load(hydra_dir / "hydra.yaml").hydra.runtime.choices
+    overrides = (
+        list(OmegaConf.load(hydra_dir / "overrides.yaml")) if (hydra_dir / "overrides.yaml").is_file() else []
+    )
+    changed = [o for o in overrides if o.startswith("search.")]
+    preset = choices.get("search", "default")
+    if preset == "default" and not changed:
+        return "pgbct"
+    return f"pgbct ({', '.join([preset, *changed])})"
+
+
+def _seed(run: Path):
+    """The run's seed (None where it has no config.yaml: such runs are never merged)."""
+    config = run / "config.yaml"
+    return OmegaConf.load(config).get("seed") if config.is_file() else None
+
+
+def merge_seeds(rows: list[dict]) -> list[dict]:
+    """Rows of one seed with the same size and all-components effect (the same pairs) become one."""
+    merged: list[dict] = []
+    for row in rows:
+        twin = next(
+            (
+                m
+                for m in merged
+                if row["seed"] is not None
+                and m["seed"] == row["seed"]
+                and m["size"] == row["size"]
+                and math.isclose(m["all"], row["all"], rel_tol=1e-6)
+                and not set(m["shares"]) & set(row["shares"])
+            ),
+            None,
+        )
+        if twin is None:
+            merged.append({**row, "shares": dict(row["shares"])})
+        else:
+            twin["shares"].update(row["shares"])
+            twin["run"] = f"seed {row['seed']}"
+    return merged
 
 
 def _all(metrics: dict) -> float:
@@ -88,7 +146,7 @@ def plot(methods: list[str], rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(methods), 3.2))
     for i, m in enumerate(methods):
         values = [r["shares"][m] for r in rows if m in r["shares"]]
-        ax.bar(i, sum(values) / len(values), color="C0" if m == "pgbct" else "C7")
+        ax.bar(i, sum(values) / len(values), color="C0" if m.startswith("pgbct") else "C7")
         ax.scatter([i] * len(values), values, color="k", s=8, zorder=3)
     ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right")
     ax.set_ylabel("held-out effect / all components'")
