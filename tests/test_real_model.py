@@ -309,6 +309,26 @@ def test_trace_py_model_smollm2_on_winobias(tmp_path, smollm2, pgbct_data):
     assert sorted(v["score"] for k, v in mib["nodes"].items() if k.startswith("a")) == list(range(1, 271))
 
 
+def test_the_default_search_selects_heads_where_smollm2s_bias_is_small(tmp_path, smollm2, pgbct_data):
+    """WinoBias's bias on SmolLM2 is small (the full patch moves the odds by ~10%): with the paper's
+    inverse loss λ1 = 0.05 pushes every head below z = 0.5; the default scaled loss keeps some."""
+    from catlit.tracing.run import setup
+    from catlit.tracing.search import loss_scale, pgbct
+    from catlit.tracing.settings import SearchSettings
+
+    cfg = compose_cfg(
+        tmp_path, ["model=smollm2", "pairs=winobias", "pairs.limit=24", f"paths.pgbct_data_dir={pgbct_data}"],
+        config_name="trace",
+    )  # fmt: skip
+    torch.set_num_threads(1)
+    tracer, train_idx, _, _ = setup(cfg)
+    settings = SearchSettings.from_config(cfg.search).replace(epochs=3)
+    assert settings.loss == "scaled" and settings.lambda1 == 0.05
+    assert loss_scale(tracer, train_idx, "scaled") < 0.5  # a small effect: the unit is the full patch's
+    assert pgbct(tracer, train_idx, settings.replace(loss="inverse")).threshold() == []
+    assert len(pgbct(tracer, train_idx, settings).threshold()) >= 1
+
+
 def test_smollm2_solves_ioi_and_the_counterfactuals_undo_it(model_and_tokenizer):
     """The IOI prompts favour the indirect object; ABC's fresh names leave no preference; the S2/IO
     flip reverses it (logit difference " IO" - " S" at the last position, every name one token)."""
