@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
-from catlit.tracing import circuits, suite  # noqa: E402
+from catlit.tracing import circuits, memory, suite  # noqa: E402
 
 METHODS = ["pgbct", "topk", "greedy", "greedy_backward", "atp", "atp_ig", "hardconcrete", "random"]
 RANKING = {"loss": "relative", "schedule": "constant", "lambda1": 5e-4, "lambda2": 5e-4}
@@ -185,7 +185,7 @@ def scale(device: str = "cpu", shape: dict = LLAMA_1B, b: int = 8, t: int = 128)
     print("\n".join(lines), flush=True)
 
     def row(label: str, fn) -> None:
-        with suite.peak_memory(device) as mem:
+        with memory.peak_memory(device) as mem:
             started = time.perf_counter()
             fn()
             if device.type == "cuda":

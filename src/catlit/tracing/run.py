@@ -27,10 +27,10 @@ from catlit.tracing.baselines import BASELINES, Context, Ranking, Scored
 from catlit.tracing.checks import check_finite, check_sizes, check_trace_config
 from catlit.tracing.components import ComponentSpace
 from catlit.tracing.engine import Tracer
+from catlit.tracing.memory import peak_memory
 from catlit.tracing.pairs import encode_pairs
 from catlit.tracing.search import SearchResult, pgbct
 from catlit.tracing.settings import BaselineSettings, SearchSettings
-from catlit.tracing.suite import peak_memory
 
 log = logging.getLogger(__name__)
 

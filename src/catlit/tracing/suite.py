@@ -12,18 +12,13 @@ its effect minus the best random set's; above 0 reports a circuit that is not th
 
 from __future__ import annotations
 
-import contextlib
 import random
-import threading
-import time
 from dataclasses import dataclass
-from pathlib import Path
-
-import torch
 
 from catlit.tracing.baselines import BASELINES, Context, Ranking
 from catlit.tracing.circuits import Case
 from catlit.tracing.measures import auroc
+from catlit.tracing.memory import peak_memory
 from catlit.tracing.planted import orient
 from catlit.tracing.search import pgbct
 from catlit.tracing.settings import BaselineSettings, SearchSettings
@@ -44,43 +39,6 @@ class Row:
     passes: str
     chosen: list[int] | None
     exact: bool = False  # the method's own set is the planted circuit
-
-
-@contextlib.contextmanager
-def peak_memory(device: torch.device, interval: float = 0.002):
-    """Yields a dict that holds, after the block, the peak memory rise in MB (CUDA: allocated
-    tensors; CPU: resident set size, sampled every `interval` seconds by a thread)."""
-    out = {"mb": 0.0}
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        start = torch.cuda.memory_allocated(device)
-        yield out
-        out["mb"] = (torch.cuda.max_memory_allocated(device) - start) / 2**20
-        return
-    page = 4096
-    statm = Path("/proc/self/statm")
-    if not statm.exists():
-        yield out
-        return
-
-    def rss() -> int:
-        return int(statm.read_text().split()[1]) * page
-
-    start, peak, stop = rss(), [0], threading.Event()
-
-    def sample():
-        while not stop.is_set():
-            peak[0] = max(peak[0], rss())
-            time.sleep(interval)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        yield out
-    finally:
-        stop.set()
-        thread.join()
-        out["mb"] = max(peak[0] - start, 0) / 2**20
 
 
 def split(n: int, heldout_fraction: float, seed: int) -> tuple[list[int], list[int]]:
