@@ -151,14 +151,9 @@ def _adapter_state(layers: list[BaseTunerLayer], state: list) -> Iterator[None]:
 def active_adapter(model, name: str | None) -> Iterator[None]:
     """Apply only adapter `name` (None: none, the bare base) inside the block; trainability untouched."""
     layers = tuner_layers(model)
-    saved = [(layer._active_adapter, layer._disable_adapters) for layer in layers]
-    try:
-        for layer in layers:
-            if name is None:
-                layer._disable_adapters = True
-            else:
-                layer._active_adapter = [name]
+    if name is None:
+        state = [(layer._active_adapter, True) for layer in layers]
+    else:
+        state = [([name], layer._disable_adapters) for layer in layers]
+    with _adapter_state(layers, state):
         yield
-    finally:
-        for layer, (active, disabled) in zip(layers, saved):
-            layer._active_adapter, layer._disable_adapters = active, disabled

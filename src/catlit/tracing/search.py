@@ -19,6 +19,7 @@ plus one forward and backward for the tie-breaking gradient; × restarts.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -127,7 +128,7 @@ def loss_scale(tracer: Tracer, indices: list[int], loss: str) -> float:
         value = tracer.evaluate(full, prepared)
     else:
         value = tracer.mean_delta(full, prepared)
-    if not torch.isfinite(torch.tensor(value)):
+    if not math.isfinite(value):
         raise FloatingPointError(
             f"PGB-CT: patching every component gives {value}: the model's outputs on the pairs are not "
             "finite (a NaN or inf in its weights?); tracing stops"
