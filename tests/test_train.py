@@ -119,6 +119,9 @@ def tensorboard_scalars(folder: Path) -> dict[str, list[float]]:
 
 def test_tensorboard_and_mlflow_loggers_record_the_run(tmp_path):
     _, _, metrics, run_dir = train(tmp_path / "tb", "logger=tensorboard", "trainer.log_every_n_steps=1")
+    # one writer for the run: a second one, opened for test within the second fit ended in, took the
+    # first one's file name and overwrote the training scalars
+    assert len(list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))) == 1
     scalars = tensorboard_scalars(run_dir / "tensorboard")
     assert "train/loss" in scalars and all(v == v for v in scalars["train/loss"])  # finite, not NaN
     assert scalars["test/iid/acc"][-1] == pytest.approx(metrics["test/iid/acc"])

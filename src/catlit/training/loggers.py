@@ -1,11 +1,13 @@
 """The trackers' loggers: Lightning's WandbLogger minus a setting that wandb has deprecated (it warns on
-every run), and MLflow's with a file store (the store that needs no server) allowed."""
+every run), MLflow's with a file store (the store that needs no server) allowed, and TensorBoard's
+with one event file per run."""
 
 from __future__ import annotations
 
 import os
 
 from lightning.pytorch.loggers import MLFlowLogger as _MLFlowLogger
+from lightning.pytorch.loggers import TensorBoardLogger as _TensorBoardLogger
 from lightning.pytorch.loggers import WandbLogger as _WandbLogger
 
 
@@ -27,11 +29,28 @@ class MLFlowLogger(_MLFlowLogger):
         super().__init__(*args, tracking_uri=tracking_uri, **kwargs)
 
 
+class TensorBoardLogger(_TensorBoardLogger):
+    """Lightning's TensorBoardLogger, its writer closed once, when the run ends. Lightning finalizes a
+    logger after fit and again after test; closing the writer there made test open a new event file,
+    and tensorboardX names event files by the second and host, so a test that began within the second
+    fit ended in overwrote the training scalars. `finalize` flushes (everything is on disk after fit);
+    `finish_loggers` closes."""
+
+    def finalize(self, status: str) -> None:
+        if self._experiment is not None:
+            self.experiment.flush()
+
+    def close(self) -> None:
+        super().finalize("success")
+
+
 def finish_loggers(loggers: list) -> None:
     """Close this job's wandb run (multirun jobs share a process) and say where its files are."""
     from lightning.pytorch.utilities import rank_zero_only
 
     for lg in loggers:
+        if isinstance(lg, TensorBoardLogger):
+            lg.close()
         if isinstance(lg, _WandbLogger):
             import wandb
 
