@@ -265,6 +265,20 @@ def test_trace_records_each_methods_peak_memory(trace_dir):
     assert (trace_dir / "metrics.json").read_text().count("/peak_mb") == len(methods)
 
 
+def test_peak_memory_counts_a_block_that_reuses_memory_an_earlier_block_freed():
+    import torch
+
+    from catlit.tracing.memory import peak_memory
+
+    rises = []
+    for _ in range(3):  # 200 MB in 4 MB tensors, freed at the end of each block
+        with peak_memory(torch.device("cpu")) as memory:
+            tensors = [torch.ones(1000, 1000) for _ in range(50)]
+            del tensors
+        rises.append(memory["mb"])
+    assert all(rise > 150 for rise in rises), rises  # freed memory kept resident once showed ~0 MB
+
+
 def test_resume_auto_skips_a_finished_trace_and_restarts_an_unfinished_one(trained_model, tmp_path):
     fast = [f"model.path={trained_model}", *TRACE_FAST, "baselines.methods=[atp,all]", "search.epochs=2"]
     cfg = compose_cfg(tmp_path, [*fast, "resume=auto"], "trace")
