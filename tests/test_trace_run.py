@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -297,6 +298,42 @@ def test_resume_auto_skips_a_finished_trace_and_restarts_an_unfinished_one(train
         trace_run(fresh)
     with pytest.raises(ValueError, match="resume='yes': null"):
         trace_run(compose_cfg(tmp_path / "bad", [*fast, "resume=yes"], "trace"))
+
+
+def test_resume_auto_continues_an_interrupted_trace_from_the_methods_it_finished(
+    trained_model, tmp_path, monkeypatch, capsys
+):
+    from catlit.tracing import run as trace_recipe
+
+    fast = [f"model.path={trained_model}", *TRACE_FAST, "baselines.methods=[atp,topk,all]", "search.epochs=2"]
+    whole = trace_run(compose_cfg(tmp_path / "whole", fast, "trace"))
+    cfg = compose_cfg(tmp_path / "cut", [*fast, "resume=auto"], "trace")
+    run_dir = Path(cfg.paths.output_dir)
+
+    def interrupted(ctx):
+        raise KeyboardInterrupt  # the machine taken back while topk ran
+
+    monkeypatch.setitem(trace_recipe.BASELINES, "topk", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        trace_run(cfg)
+    monkeypatch.undo()
+    kept = {p.name: p.stat().st_mtime_ns for p in (run_dir / "methods").iterdir()}
+    assert sorted(kept) == ["atp.pt", "pgbct.pt"] and not (run_dir / "metrics.json").exists()
+    capsys.readouterr()
+    resumed = trace_run(cfg)
+    assert "resumed: pgbct, atp read from" in capsys.readouterr().out
+    assert {name: (run_dir / "methods" / name).stat().st_mtime_ns for name in kept} == kept  # read, not rerun
+    for key in ("pgbct/effect_train", "atp/k3/effect_heldout", "topk/k3/effect_train", "atp/cpr"):
+        assert resumed[key] == pytest.approx(whole[key]), key  # what an uninterrupted trace computes
+    assert resumed["pgbct/wall_s"] == pytest.approx(whole["pgbct/wall_s"], rel=10)  # its own time, kept
+
+    shutil.rmtree(run_dir / "plots")
+    (run_dir / "metrics.json").unlink()  # unfinished again, resumed with another search: refused
+    other = compose_cfg(tmp_path / "cut", [*fast, "resume=auto", "search.lr.heads=0.5"], "trace")
+    with pytest.raises(
+        ValueError, match=r"methods/\w+.pt was computed with other settings .*search.lr.heads: 0.1 -> 0.5"
+    ):
+        trace_run(other)
 
 
 def test_pairs_sample_draws_across_the_loaders_order_and_is_seeded():

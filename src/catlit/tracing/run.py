@@ -29,6 +29,7 @@ from catlit.tracing.components import ComponentSpace
 from catlit.tracing.engine import Tracer
 from catlit.tracing.memory import peak_memory
 from catlit.tracing.pairs import encode_pairs
+from catlit.tracing.progress import MethodStore
 from catlit.tracing.search import SearchResult, pgbct
 from catlit.tracing.settings import BaselineSettings, SearchSettings
 
@@ -67,7 +68,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if resume == "auto" and is_finished(run_dir.path):  # a rerun sweep skips what it finished
         print(f"run directory {run_dir.path} holds a finished trace: skipped (resume=auto)", flush=True)
         return json.loads((run_dir / FINISHED).read_text())
-    with run_dir.claim(what="trace", restart_unfinished=resume == "auto"):
+    store = MethodStore(run_dir.path, cfg)
+    kept = str(store.path) if resume == "auto" and store.holds_any() else None  # methods it finished
+    with run_dir.claim(kept, what="trace", restart_unfinished=resume == "auto"):
+        store.check()
         run_dir.write_config(cfg)
         torch.manual_seed(cfg.seed)
         tracer, train_idx, held_idx, skipped = setup(cfg)
@@ -75,8 +79,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         check_sizes(cfg, space.numel)
         truth = truth_indices(cfg.get("truth"), space)
         search = SearchSettings.from_config(cfg.search)
-        with peak_memory(tracer.device, interval=0.02) as pgbct_memory:
-            result = pgbct(tracer, train_idx, search, seed=cfg.seed, threshold=cfg.select.threshold)
+        result, pgbct_mb = store.search() or _search(tracer, train_idx, search, cfg, store)
         selected = result.top(cfg.select.k) if cfg.select.k else result.threshold(cfg.select.threshold)
         if not selected:
             log.warning(
@@ -90,9 +93,14 @@ def run(cfg: DictConfig) -> dict[str, float]:
         rankings = [
             Ranking("pgbct", [result.ranking()], result.wall_s, 2 * epochs + 2, epochs + 1, chosen=selected)
         ]
-        rankings[0].peak_mb = pgbct_memory["mb"]
+        rankings[0].peak_mb = pgbct_mb
         for name in cfg.baselines.methods:
-            rankings.append(measured_cost(tracer, lambda name=name: BASELINES[name](ctx)))
+            rankings.append(
+                store.ranking(name)
+                or store.save_ranking(measured_cost(tracer, lambda name=name: BASELINES[name](ctx)))
+            )
+        if store.resumed:
+            print(f"resumed: {', '.join(store.resumed)} read from {store.path}", flush=True)
         rows = score_rankings(ctx, rankings, sizes)
         measured = faithfulness(cfg, tracer, ctx, rankings, held_idx, truth)
         main = ctx.score(selected)
@@ -106,6 +114,14 @@ def run(cfg: DictConfig) -> dict[str, float]:
         run_dir.write_metrics(metrics)  # last: the trace is complete
     print(_summary(cfg, run_dir.path, rows, rankings, measured, selected, result, space, train_idx, held_idx))
     return metrics
+
+
+def _search(tracer: Tracer, train_idx, search: SearchSettings, cfg, store: MethodStore):
+    """PGB-CT's search and its peak memory, kept in the store as soon as it ends."""
+    with peak_memory(tracer.device, interval=0.02) as memory:
+        result = pgbct(tracer, train_idx, search, seed=cfg.seed, threshold=cfg.select.threshold)
+    store.save_search(result, memory["mb"])
+    return result, memory["mb"]
 
 
 def measured_cost(tracer: Tracer, method: Callable[[], Ranking]) -> Ranking:
