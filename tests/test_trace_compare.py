@@ -76,3 +76,24 @@ def test_other_search_settings_are_labelled_and_stand_beside_their_seeds_baselin
     assert "| seed 1 | 5 | 100 | 0.500 | 0.300 | 1.000 | - | 0.250 |" in out
     assert "| seed 2 | 5 | 10 | 0.500 | - | 1.000 | - | 0.250 |" in out
     assert "| s1 | 5 | 7 | - | - | - | 0.429 | - |" in out
+
+
+def test_faithfulness_and_cost_are_averaged_over_runs_and_plotted(tmp_path, capsys):
+    for seed, (cpr, wall) in enumerate(((0.6, 10.0), (0.8, 30.0)), start=1):
+        folder = tmp_path / f"s{seed}"
+        trace_run(folder, 2, {"pgbct": {2: 50.0}, "atp": {2: 40.0}}, 100.0)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        for method in ("pgbct", "atp", "all"):
+            metrics.update(
+                {f"{method}/wall_s": wall, f"{method}/forwards": 4, f"{method}/peak_mb": 100.0 * seed}
+            )
+        metrics.update({"pgbct/cpr": cpr, "pgbct/cmd": 1 - cpr, "pgbct/backwards": 2, "atp/cmd": 0.5})
+        metrics.update({"pgbct/curve/k0/sufficiency": 0.0, "pgbct/curve/k8/sufficiency": 1.0})
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "| method | runs | CPR ↑ | CMD ↓ | forwards | backwards | wall | peak memory |" in out
+    assert "| pgbct | 2 | 0.700 ± " in out and "| 4 | 2 | 20 s | 150 MB |" in out  # means over the runs
+    assert "| atp | 2 | - | 0.500 ± 0.000 | 4 | - | 20 s | 150 MB |" in out  # what was not recorded: "-"
+    assert "| all |" not in out.split("Faithfulness")[1]  # the reference, not a method
+    assert (tmp_path / "out" / "faithfulness.png").stat().st_size > 0

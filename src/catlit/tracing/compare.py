@@ -5,8 +5,10 @@
 
 For each finished trace run below the folders, the held-out effect of every method's first k
 components, k = that run's PGB-CT set size, as a share of all components' effect (so runs on models
-with different effect scales average fairly); then the mean and 95% interval over runs. Writes
-compare.md, compare.csv and compare.png into --out (default: the first folder).
+with different effect scales average fairly); then the mean and 95% interval over runs. Below it, each
+method's faithfulness on MIB's grid (CPR, CMD: mean and 95% interval over runs) and what it cost
+(passes over the pairs, wall time, peak memory: means). Writes compare.md, compare.csv, compare.png
+and faithfulness.png (mean sufficiency curves) into --out (default: the first folder).
 
 A run traced with another PGB-CT setting (`search=paper`, `search.loss=inverse`, ...) reports its
 PGB-CT as `pgbct (<preset>, <overrides>)`; runs of one seed on the same pairs (the same size and the
@@ -58,7 +60,17 @@ def collect(folders: list[Path], size: int | None = None) -> tuple[list[str], li
                     method = label if method == "pgbct" else method
                     shares[method] = value / full
                     methods.append(method)
-            rows.append({"run": run.name, "size": k, "all": full, "shares": shares, "seed": _seed(run)})
+            measured = {(label if m == "pgbct" else m): _measures(metrics, m) for m in _methods(metrics)}
+            rows.append(
+                {
+                    "run": run.name,
+                    "size": k,
+                    "all": full,
+                    "shares": shares,
+                    "seed": _seed(run),
+                    "measures": measured,
+                }
+            )
     for why in passed:  # counted and named, never dropped silently
         print(f"warning: skipped {why}", file=sys.stderr)
     if passed:
@@ -68,6 +80,32 @@ def collect(folders: list[Path], size: int | None = None) -> tuple[list[str], li
         dict.fromkeys(methods),
         key=lambda m: (not m.startswith("pgbct"), m != "pgbct", order.index(m) if m in order else 99, m),
     ), merge_seeds(rows)
+
+
+MEASURES = ("cpr", "cmd", "forwards", "backwards", "wall_s", "peak_mb")
+COSTS = (("forwards", ""), ("backwards", ""), ("wall_s", " s"), ("peak_mb", " MB"))
+
+
+def _methods(metrics: dict) -> list[str]:
+    return sorted(
+        {k.split("/")[0] for k in metrics if k.endswith("/wall_s") and k.count("/") == 1} - {"all", "time"}
+    )
+
+
+def _measures(metrics: dict, method: str) -> dict:
+    """A method's MIB measures and costs, and its sufficiency curve {size: value}, where recorded."""
+    out = {name: metrics[f"{method}/{name}"] for name in MEASURES if f"{method}/{name}" in metrics}
+    prefix, suffix = f"{method}/curve/k", "/sufficiency"
+    out["curve"] = {
+        int(k[len(prefix) : -len(suffix)]): v
+        for k, v in metrics.items()
+        if k.startswith(prefix) and k.endswith(suffix)
+    }
+    sizes = [
+        int(k.split("/")[1][1:]) for k in metrics if k.startswith("all/k") and k.endswith("/effect_heldout")
+    ]
+    out["numel"] = sizes[0] if sizes else None
+    return out
 
 
 def pgbct_label(run: Path) -> str:
@@ -110,9 +148,10 @@ def merge_seeds(rows: list[dict]) -> list[dict]:
             None,
         )
         if twin is None:
-            merged.append({**row, "shares": dict(row["shares"])})
+            merged.append({**row, "shares": dict(row["shares"]), "measures": dict(row.get("measures", {}))})
         else:
             twin["shares"].update(row["shares"])
+            twin["measures"].update({m: v for m, v in row.get("measures", {}).items() if m != "all"})
             twin["run"] = f"seed {row['seed']}"
     return merged
 
@@ -139,6 +178,61 @@ def table(methods: list[str], rows: list[dict]) -> str:
         summary.append(f"{mean:.3f} ± {ci:.3f}")
     lines.append("| mean ± 95% | | | " + " | ".join(summary) + " |")
     return "\n".join(lines)
+
+
+def measures_table(methods: list[str], rows: list[dict]) -> str:
+    """Each method's CPR and CMD on MIB's grid (mean ± 95% over runs) and its cost (means)."""
+    lines = [
+        "| method | runs | CPR ↑ | CMD ↓ | forwards | backwards | wall | peak memory |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for m in methods:
+        entries = [r["measures"][m] for r in rows if m in r.get("measures", {})]
+        if not entries:
+            continue
+        cells = []
+        for name in ("cpr", "cmd"):
+            values = [e[name] for e in entries if name in e and e[name] == e[name]]
+            if not values:
+                cells.append("-")
+                continue
+            mean, _, ci = interval(values) if len(values) > 1 else (values[0], 0.0, 0.0)
+            cells.append(f"{mean:.3f} ± {ci:.3f}")
+        for name, unit in COSTS:
+            values = [e[name] for e in entries if name in e]
+            cells.append(f"{sum(values) / len(values):.0f}{unit}" if values else "-")
+        lines.append(f"| {m} | {len(entries)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_faithfulness(methods: list[str], rows: list[dict], path: Path) -> bool:
+    """Mean sufficiency (share of all components' effect) against the fraction of components kept."""
+    curves = {}
+    for m in methods:
+        points: dict[float, list[float]] = {}
+        for r in rows:
+            e = r.get("measures", {}).get(m)
+            if not e or not e.get("curve") or not e.get("numel"):
+                continue
+            for k, v in e["curve"].items():
+                points.setdefault(k / e["numel"], []).append(v)
+        if points:
+            curves[m] = sorted((x, sum(v) / len(v)) for x, v in points.items())
+    if not curves:
+        return False
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    for i, (m, pts) in enumerate(curves.items()):
+        xs, ys = zip(*pts)
+        ax.plot(xs, ys, marker=".", label=m, lw=2.2 if m.startswith("pgbct") else 1.2, color=f"C{i % 10}")
+    ax.set_xscale("symlog", linthresh=0.01)
+    ax.set_xlabel("fraction of components kept (MIB's grid)")
+    ax.set_ylabel("sufficiency (mean over runs)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
 
 
 def plot(methods: list[str], rows: list[dict], path: Path) -> None:
@@ -170,6 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or args.folders[0]
     out.mkdir(parents=True, exist_ok=True)
     text = table(methods, rows)
+    faithful = measures_table(methods, rows)
+    if faithful.count("\n") > 1:
+        text += (
+            "\n\nFaithfulness on MIB's grid (held-out pairs; mean ± 95% over runs) and cost (means):\n\n"
+            + faithful
+        )
     stem = "compare" if args.size is None else f"compare_k{args.size}"
     write_text(out / f"{stem}.md", text + "\n")
     buffer = io.StringIO()
@@ -179,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         writer.writerow([r["run"], r["size"], r["all"], *(r["shares"].get(m, "") for m in methods)])
     write_text(out / f"{stem}.csv", buffer.getvalue())
     plot(methods, rows, out / f"{stem}.png")
+    plot_faithfulness(methods, rows, out / "faithfulness.png")
     print(text)
     return 0
 
