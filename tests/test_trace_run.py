@@ -300,6 +300,10 @@ def test_resume_auto_skips_a_finished_trace_and_restarts_an_unfinished_one(train
         trace_run(compose_cfg(tmp_path / "bad", [*fast, "resume=yes"], "trace"))
 
 
+def store_names(run_dir: Path) -> list[str]:
+    return sorted(p.name for p in (run_dir / "methods").iterdir())
+
+
 def test_resume_auto_continues_an_interrupted_trace_from_the_methods_it_finished(
     trained_model, tmp_path, monkeypatch, capsys
 ):
@@ -321,7 +325,9 @@ def test_resume_auto_continues_an_interrupted_trace_from_the_methods_it_finished
     assert sorted(kept) == ["atp.pt", "pgbct.pt"] and not (run_dir / "metrics.json").exists()
     capsys.readouterr()
     resumed = trace_run(cfg)
-    assert "resumed: pgbct, atp read from" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "pgbct: finished before, read from" in out and "atp: finished before, read from" in out
+    assert store_names(run_dir) == ["all.pt", "atp.pt", "pgbct.pt", "topk.pt"]  # the rest ran and were kept
     assert {name: (run_dir / "methods" / name).stat().st_mtime_ns for name in kept} == kept  # read, not rerun
     for key in ("pgbct/effect_train", "atp/k3/effect_heldout", "topk/k3/effect_train", "atp/cpr"):
         assert resumed[key] == pytest.approx(whole[key]), key  # what an uninterrupted trace computes

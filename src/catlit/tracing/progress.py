@@ -47,7 +47,6 @@ class MethodStore:
     def __init__(self, run_dir: Path, cfg: DictConfig):
         self.path = Path(run_dir) / FOLDER
         self.settings = settings(cfg)
-        self.resumed: list[str] = []
 
     def holds_any(self) -> bool:
         return self.path.is_dir() and any(self.path.glob("*.pt"))
@@ -68,7 +67,7 @@ class MethodStore:
         file = self.path / f"{name}.pt"
         if not file.exists():
             return None
-        self.resumed.append(name)
+        print(f"{name}: finished before, read from {file} (resume=auto)", flush=True)
         return torch.load(file, weights_only=True)
 
     def _save(self, name: str, fields: dict) -> None:

@@ -99,8 +99,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
                 store.ranking(name)
                 or store.save_ranking(measured_cost(tracer, lambda name=name: BASELINES[name](ctx)))
             )
-        if store.resumed:
-            print(f"resumed: {', '.join(store.resumed)} read from {store.path}", flush=True)
         rows = score_rankings(ctx, rankings, sizes)
         measured = faithfulness(cfg, tracer, ctx, rankings, held_idx, truth)
         main = ctx.score(selected)
