@@ -45,7 +45,8 @@ class TensorBoardLogger(_TensorBoardLogger):
 
 
 def finish_loggers(loggers: list) -> None:
-    """Close this job's wandb run (multirun jobs share a process) and say where its files are."""
+    """Close this job's TensorBoard writer and wandb run (multirun jobs share a process) and say where
+    wandb's files are."""
     from lightning.pytorch.utilities import rank_zero_only
 
     for lg in loggers:
