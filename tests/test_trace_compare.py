@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from catlit.tracing.compare import main
+from tests.helpers.traces import hydra_record
 
 
 def trace_run(folder, size: int, effects: dict[str, dict[int, float]], full: float) -> None:
@@ -48,15 +49,6 @@ def test_unfinished_and_damaged_runs_are_named_and_counted_not_dropped_silently(
     assert f"skipped {tmp_path / 's2'}: unfinished" in captured.err
     assert f"skipped {tmp_path / 's3' / 'metrics.json'}: unreadable (JSONDecodeError" in captured.err
     assert "2 trace run(s) skipped" in captured.err
-
-
-def hydra_record(folder, seed: int, search: str = "default", overrides: tuple[str, ...] = ()) -> None:
-    """What trace.py leaves beside its results: config.yaml and Hydra's .hydra/ record of the choices."""
-    (folder / ".hydra").mkdir()
-    (folder / "config.yaml").write_text(f"seed: {seed}\n")
-    choices = {"hydra": {"runtime": {"choices": {"search": search, "pairs": "ioi", "model": "smollm2"}}}}
-    (folder / ".hydra" / "hydra.yaml").write_text(json.dumps(choices))  # JSON is YAML
-    (folder / ".hydra" / "overrides.yaml").write_text(json.dumps([f"seed={seed}", *overrides]))
 
 
 def test_other_search_settings_are_labelled_and_stand_beside_their_seeds_baselines(tmp_path, capsys):

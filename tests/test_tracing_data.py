@@ -179,7 +179,7 @@ def test_positions_select_the_intended_tokens():
 
 
 def test_curve_gathers_a_lambda_sweep(tmp_path):
-    from tests.helpers.traces import write_selection
+    from tests.helpers.traces import hydra_record, write_selection
 
     for i, (lam, size) in enumerate([(0.01, 4), (0.1, 2)]):
         run = tmp_path / str(i)
@@ -189,7 +189,14 @@ def test_curve_gathers_a_lambda_sweep(tmp_path):
         write_selection(run, components, effect=(size, 1))
         metrics = {f"topk/k{size}/effect_train": size / 2, f"topk/k{size}/effect_heldout": 0.5}
         (run / "metrics.json").write_text(json.dumps(metrics))
+    other = tmp_path / "relative"  # another search setting: labelled by it, not only by its λ1
+    other.mkdir()
+    (other / "config.yaml").write_text("seed: 1\nsearch: {lambda1: 0.02, lambda2: 0.05}\n")
+    write_selection(other, [{"name": "L0H0", "kind": "heads", "layer": 0, "index": 0}], effect=(3, 1))
+    (other / "metrics.json").write_text("{}")
+    hydra_record(other, 1, overrides=("search.loss=relative", "search.lambda1=0.02"), config=False)
     assert curve_main([str(tmp_path)]) == 0
     table = (tmp_path / "curve.md").read_text()
     assert "| pgbct λ1=0.1 | 2 | 2.0000 |" in table and "| topk | 4 | 2.0000 |" in table
+    assert "| pgbct (default, search.loss=relative) λ1=0.02 | 1 | 3.0000 |" in table
     assert (tmp_path / "curve.png").stat().st_size > 1000

@@ -111,18 +111,27 @@ def _measures(metrics: dict, method: str) -> dict:
 def pgbct_label(run: Path) -> str:
     """`pgbct`, or `pgbct (<search preset>, <search.* overrides>)` where the run was traced otherwise
     (read from Hydra's record of the run; a run without one, written by hand, is `pgbct`)."""
+    setting = search_setting(run)
+    return f"pgbct ({setting})" if setting else "pgbct"
+
+
+def search_setting(run: Path, leave_out: tuple[str, ...] = ()) -> str:
+    """`<search preset>, <search.* overrides>` of a run ("" for the default search), leaving out the
+    overrides of the keys in `leave_out` (e.g. `search.lambda1` for the points of a λ sweep)."""
     hydra_dir = run / ".hydra"
     if not (hydra_dir / "hydra.yaml").is_file():
-        return "pgbct"
+        return ""
     choices = OmegaConf.load(hydra_dir / "hydra.yaml").hydra.runtime.choices
     overrides = (
         list(OmegaConf.load(hydra_dir / "overrides.yaml")) if (hydra_dir / "overrides.yaml").is_file() else []
     )
-    changed = [o for o in overrides if o.startswith("search.")]
+    changed = [
+        o for o in overrides if o.startswith("search.") and o.split("=", 1)[0].lstrip("+~") not in leave_out
+    ]
     preset = choices.get("search", "default")
     if preset == "default" and not changed:
-        return "pgbct"
-    return f"pgbct ({', '.join([preset, *changed])})"
+        return ""
+    return ", ".join([preset, *changed])
 
 
 def _seed(run: Path):

@@ -3,8 +3,10 @@
     python trace.py -m search.lambda1=0.005,0.01,0.02,0.05,0.1,0.2
     catlit-trace-curve outputs/multiruns/trace/<sweep>
 
-Each run's PGB-CT selection (threshold on z) is one point (size, effect); the baselines' points at
-every size any run reported are gathered from the runs' metrics.json. Writes curve.md, curve.csv and
+Each run's PGB-CT selection (threshold on z) is one point (size, effect), labelled by its λ1 and, where
+the run was traced with another search preset or other `search.*` overrides, by those (one curve per
+such setting); the baselines' points at every size any run reported are gathered from the runs'
+metrics.json. Writes curve.md, curve.csv and
 curve.png into --out (default: the first folder) and prints the table.
 """
 
@@ -20,6 +22,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from catlit.hooks.selection import Selection
+from catlit.tracing.compare import search_setting
 from catlit.tracing.plots import effect_vs_size
 
 KEY = re.compile(r"^([a-z_]+)/k(\d+)/effect_(train|heldout)$")  # every method's table row
@@ -43,6 +46,7 @@ def collect(folders: list[Path]) -> tuple[list[dict], dict]:
                     "train": selection.effect["train"],
                     "heldout": selection.effect["heldout"],
                     "dir": str(run),
+                    "setting": search_setting(run, leave_out=("search.lambda1",)),
                 }
             )
             for key, value in metrics.items():
@@ -51,6 +55,10 @@ def collect(folders: list[Path]) -> tuple[list[dict], dict]:
                     method, size, split = match.group(1), int(match.group(2)), match.group(3)
                     baselines[(method, size)].setdefault(split, value)
     return sorted(points, key=lambda p: (p["size"], p["lambda1"])), baselines
+
+
+def _name(point: dict) -> str:
+    return f"pgbct ({point['setting']})" if point["setting"] else "pgbct"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no finished trace runs (selection.json + metrics.json) under {args.folders}")
     out = args.out or args.folders[0]
     out.mkdir(parents=True, exist_ok=True)
-    rows = [{"method": f"pgbct λ1={p['lambda1']}", **p} for p in points]
+    rows = [{"method": _name(p) + f" λ1={p['lambda1']}", **p} for p in points]
     rows += [
         {"method": method, "size": size, "train": v.get("train"), "heldout": v.get("heldout")}
         for (method, size), v in sorted(baselines.items())
@@ -76,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     lines += [f"| {r['method']} | {r['size']} | {r['train']:.4f} | {r['heldout']:.4f} |" for r in rows]
     table = "\n".join(lines)
     (out / "curve.md").write_text(table + "\n")
-    curves = {"pgbct (λ sweep)": [(p["size"], p["train"]) for p in points]}
+    curves: dict[str, list] = {}
+    for p in points:
+        curves.setdefault(_name(p) if p["setting"] else "pgbct (λ sweep)", []).append((p["size"], p["train"]))
     for (method, size), v in baselines.items():
         curves.setdefault(method, []).append((size, v["train"]))
     effect_vs_size(curves, out / "curve.png", "effect, train pairs")
