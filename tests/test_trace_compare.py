@@ -59,15 +59,19 @@ def test_other_search_settings_are_labelled_and_stand_beside_their_seeds_baselin
         hydra_record(tmp_path / "paper" / f"s{seed}", seed, "paper")
     trace_run(tmp_path / "inverse" / "s1", 1, {"pgbct": {5: 30.0}}, 100.0)
     hydra_record(tmp_path / "inverse" / "s1", 1, overrides=("search.loss=inverse",))
+    trace_run(tmp_path / "last" / "s1", 1, {"pgbct": {5: 40.0}}, 100.0)  # what is searched, changed
+    hydra_record(tmp_path / "last" / "s1", 1, overrides=("positions=last", "baselines.methods=[all]"))
     trace_run(tmp_path / "other_pairs" / "s1", 1, {"pgbct": {5: 3.0}}, 7.0)  # seed 1, other pairs: own row
     hydra_record(tmp_path / "other_pairs" / "s1", 1, "ranking")
     assert main([str(tmp_path), "--out", str(tmp_path / "out"), "--size", "5"]) == 0
     out = capsys.readouterr().out
-    head = "| run | size | all components | pgbct | pgbct (default, search.loss=inverse) | pgbct (paper)"
-    assert out.startswith(head + " | pgbct (ranking) | topk |")
-    assert "| seed 1 | 5 | 100 | 0.500 | 0.300 | 1.000 | - | 0.250 |" in out
-    assert "| seed 2 | 5 | 10 | 0.500 | - | 1.000 | - | 0.250 |" in out
-    assert "| s1 | 5 | 7 | - | - | - | 0.429 | - |" in out
+    head = "| run | size | all components | pgbct | pgbct (default, positions=last) "
+    assert out.startswith(
+        head + "| pgbct (default, search.loss=inverse) | pgbct (paper) | pgbct (ranking) | topk |"
+    )
+    assert "| seed 1 | 5 | 100 | 0.500 | 0.400 | 0.300 | 1.000 | - | 0.250 |" in out
+    assert "| seed 2 | 5 | 10 | 0.500 | - | - | 1.000 | - | 0.250 |" in out
+    assert "| s1 | 5 | 7 | - | - | - | - | 0.429 | - |" in out
 
 
 def test_faithfulness_and_cost_are_averaged_over_runs_and_plotted(tmp_path, capsys):

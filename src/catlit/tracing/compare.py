@@ -10,10 +10,10 @@ method's faithfulness on MIB's grid (CPR, CMD: mean and 95% interval over runs) 
 (passes over the pairs, wall time, peak memory: means). Writes compare.md, compare.csv, compare.png
 and faithfulness.png (mean sufficiency curves) into --out (default: the first folder).
 
-A run traced with another PGB-CT setting (`search=paper`, `search.loss=inverse`, ...) reports its
-PGB-CT as `pgbct (<preset>, <overrides>)`; runs of one seed on the same pairs (the same size and the
-same all-components effect: `search=paper,ranking 'baselines.methods=[all]'` beside a full run) are
-one row, so every setting stands next to the baselines of its seed.
+A run traced with another PGB-CT setting (`search=paper`, `search.loss=inverse`, `positions=last`, ...)
+reports its PGB-CT as `pgbct (<preset>, <overrides>)`; runs of one seed on the same pairs (the same
+size and the same all-components effect: `search=paper,ranking 'baselines.methods=[all]'` beside a
+full run) are one row, so every setting stands next to the baselines of its seed.
 """
 
 from __future__ import annotations
@@ -109,15 +109,19 @@ def _measures(metrics: dict, method: str) -> dict:
 
 
 def pgbct_label(run: Path) -> str:
-    """`pgbct`, or `pgbct (<search preset>, <search.* overrides>)` where the run was traced otherwise
+    """`pgbct`, or `pgbct (<search preset>, <overrides>)` where the run was traced otherwise
     (read from Hydra's record of the run; a run without one, written by hand, is `pgbct`)."""
     setting = search_setting(run)
     return f"pgbct ({setting})" if setting else "pgbct"
 
 
+SEARCHED = ("search.", "positions", "mode", "components")  # overrides that change what PGB-CT searches
+
+
 def search_setting(run: Path, leave_out: tuple[str, ...] = ()) -> str:
-    """`<search preset>, <search.* overrides>` of a run ("" for the default search), leaving out the
-    overrides of the keys in `leave_out` (e.g. `search.lambda1` for the points of a λ sweep)."""
+    """`<search preset>, <overrides>` of a run ("" for the default search): the `search.*` overrides and
+    those of what is searched (`positions`, `mode`, `components`), leaving out the keys in `leave_out`
+    (e.g. `search.lambda1` for the points of a λ sweep)."""
     hydra_dir = run / ".hydra"
     if not (hydra_dir / "hydra.yaml").is_file():
         return ""
@@ -126,7 +130,10 @@ def search_setting(run: Path, leave_out: tuple[str, ...] = ()) -> str:
         list(OmegaConf.load(hydra_dir / "overrides.yaml")) if (hydra_dir / "overrides.yaml").is_file() else []
     )
     changed = [
-        o for o in overrides if o.startswith("search.") and o.split("=", 1)[0].lstrip("+~") not in leave_out
+        o
+        for o in overrides
+        if o.split("=", 1)[0].lstrip("+~").startswith(SEARCHED)
+        and o.split("=", 1)[0].lstrip("+~") not in leave_out
     ]
     preset = choices.get("search", "default")
     if preset == "default" and not changed:
