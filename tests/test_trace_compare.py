@@ -60,7 +60,9 @@ def test_other_search_settings_are_labelled_and_stand_beside_their_seeds_baselin
     trace_run(tmp_path / "inverse" / "s1", 1, {"pgbct": {5: 30.0}}, 100.0)
     hydra_record(tmp_path / "inverse" / "s1", 1, overrides=("search.loss=inverse",))
     trace_run(tmp_path / "last" / "s1", 1, {"pgbct": {5: 40.0}}, 100.0)  # what is searched, changed
-    hydra_record(tmp_path / "last" / "s1", 1, overrides=("positions=last", "baselines.methods=[all]"))
+    hydra_record(
+        tmp_path / "last" / "s1", 1, overrides=("model=x", "positions=last", "baselines.methods=[all]")
+    )
     trace_run(tmp_path / "other_pairs" / "s1", 1, {"pgbct": {5: 3.0}}, 7.0)  # seed 1, other pairs: own row
     hydra_record(tmp_path / "other_pairs" / "s1", 1, "ranking")
     assert main([str(tmp_path), "--out", str(tmp_path / "out"), "--size", "5"]) == 0

@@ -115,7 +115,7 @@ def pgbct_label(run: Path) -> str:
     return f"pgbct ({setting})" if setting else "pgbct"
 
 
-SEARCHED = ("search.", "positions", "mode", "components")  # overrides that change what PGB-CT searches
+SEARCHED = ("positions", "mode", "components")  # besides search.*: overrides of what PGB-CT searches
 
 
 def search_setting(run: Path, leave_out: tuple[str, ...] = ()) -> str:
@@ -129,11 +129,11 @@ def search_setting(run: Path, leave_out: tuple[str, ...] = ()) -> str:
     overrides = (
         list(OmegaConf.load(hydra_dir / "overrides.yaml")) if (hydra_dir / "overrides.yaml").is_file() else []
     )
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
     changed = [
         o
-        for o in overrides
-        if o.split("=", 1)[0].lstrip("+~").startswith(SEARCHED)
-        and o.split("=", 1)[0].lstrip("+~") not in leave_out
+        for o, key in zip(overrides, keys)
+        if (key.startswith("search.") or key in SEARCHED) and key not in leave_out
     ]
     preset = choices.get("search", "default")
     if preset == "default" and not changed:
