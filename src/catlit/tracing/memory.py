@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
+import functools
 import threading
 import time
 from pathlib import Path
@@ -54,7 +54,15 @@ def peak_memory(device: torch.device, interval: float = 0.002):
 
 def _release_free_heap() -> None:
     """glibc's malloc_trim(0): free heap pages back to the system (a no-op where libc has none)."""
-    name = ctypes.util.find_library("c")
-    trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    """The process's own malloc_trim, looked up once (None where its C library has none)."""
+    try:
+        return getattr(ctypes.CDLL(None), "malloc_trim", None)
+    except OSError:
+        return None
