@@ -24,10 +24,13 @@ def test_methods_are_compared_at_each_runs_pgbct_size_as_shares_of_all(tmp_path,
     (tmp_path / "s3" / "selection.json").write_text("{}")  # unfinished: no metrics.json, skipped
     assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
-    assert "| s1 | 2 | 100 | 0.800 | 0.400 |" in out and "| s2 | 5 | 10 | 0.900 | 0.700 |" in out
-    assert "| mean ± 95% | | | 0.850 ± " in out  # (0.8 + 0.9) / 2: each run at its own size
+    assert out.startswith("| method | s1 | s2 | mean ± 95% |\n|---|---|---|---|\n| *size k* | 2 | 5 |  |\n")
+    assert "| *all components' effect* | 100 | 10 |  |" in out
+    assert "| pgbct | 0.800 | 0.900 | 0.850 ± " in out  # (0.8 + 0.9) / 2: each run at its own size
+    assert "| topk | 0.400 | 0.700 | 0.550 ± " in out
     assert main([str(tmp_path), "--out", str(tmp_path / "out"), "--size", "5"]) == 0
-    assert "| s1 | 5 | 100 | 0.900 | 0.950 |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| *size k* | 5 | 5 |  |" in out and "| topk | 0.950 | 0.700 | 0.825 ± " in out
     names = {p.name for p in (tmp_path / "out").iterdir()}
     assert {"compare.md", "compare.csv", "compare.png", "compare_k5.md"} <= names
 
@@ -45,7 +48,8 @@ def test_unfinished_and_damaged_runs_are_named_and_counted_not_dropped_silently(
     (tmp_path / "s3" / "metrics.json").write_text('{"pgbct/size": 2, "all/k8/eff')  # truncated
     assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
     captured = capsys.readouterr()
-    assert "| s1 | 2 |" in captured.out and "| s3 |" not in captured.out
+    assert captured.out.startswith("| method | s1 | mean ± 95% |")
+    assert "| pgbct | 0.800 | 0.800 |" in captured.out
     assert f"skipped {tmp_path / 's2'}: unfinished" in captured.err
     assert f"skipped {tmp_path / 's3' / 'metrics.json'}: unreadable (JSONDecodeError" in captured.err
     assert "2 trace run(s) skipped" in captured.err
@@ -67,13 +71,22 @@ def test_other_search_settings_are_labelled_and_stand_beside_their_seeds_baselin
     hydra_record(tmp_path / "other_pairs" / "s1", 1, "ranking")
     assert main([str(tmp_path), "--out", str(tmp_path / "out"), "--size", "5"]) == 0
     out = capsys.readouterr().out
-    head = "| run | size | all components | pgbct | pgbct (default, positions=last) "
-    assert out.startswith(
-        head + "| pgbct (default, search.loss=inverse) | pgbct (paper) | pgbct (ranking) | topk |"
-    )
-    assert "| seed 1 | 5 | 100 | 0.500 | 0.400 | 0.300 | 1.000 | - | 0.250 |" in out
-    assert "| seed 2 | 5 | 10 | 0.500 | - | - | 1.000 | - | 0.250 |" in out
-    assert "| s1 | 5 | 7 | - | - | - | - | 0.429 | - |" in out
+    assert out.startswith("| method | seed 1 | seed 2 | s1 | mean ± 95% |")
+    assert "| *all components' effect* | 100 | 10 | 7 |  |" in out
+    methods = [line.split(" | ")[0][2:] for line in out.splitlines()[4:] if line.startswith("| ")]
+    assert methods == [
+        "pgbct",
+        "pgbct (default, positions=last)",
+        "pgbct (default, search.loss=inverse)",
+        "pgbct (paper)",
+        "pgbct (ranking)",
+        "topk",
+    ]
+    assert "| pgbct | 0.500 | 0.500 | - | 0.500 ± 0.000 |" in out
+    assert "| pgbct (default, positions=last) | 0.400 | - | - | 0.400 |" in out  # one run: no interval
+    assert "| pgbct (paper) | 1.000 | 1.000 | - | 1.000 ± 0.000 |" in out
+    assert "| pgbct (ranking) | - | - | 0.429 | 0.429 |" in out  # seed 1, other pairs: own column
+    assert "| topk | 0.250 | 0.250 | - | 0.250 ± 0.000 |" in out
 
 
 def test_faithfulness_and_cost_are_averaged_over_runs_and_plotted(tmp_path, capsys):
@@ -90,8 +103,11 @@ def test_faithfulness_and_cost_are_averaged_over_runs_and_plotted(tmp_path, caps
         (folder / "metrics.json").write_text(json.dumps(metrics))
     assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
-    assert "| method | runs | CPR ↑ | CMD ↓ | forwards | backwards | wall | peak memory |" in out
-    assert "| pgbct | 2 | 0.700 ± " in out and "| 4 | 2 | 20 s | 150 MB |" in out  # means over the runs
-    assert "| atp | 2 | - | 0.500 ± 0.000 | 4 | - | 20 s | 150 MB |" in out  # what was not recorded: "-"
-    assert "| all |" not in out.split("Faithfulness")[1]  # the reference, not a method
+    head = "| method | s1 | s2 | mean ± 95% | CPR ↑ | CMD ↓ | forwards | backwards | wall | peak memory |"
+    assert out.startswith(head)
+    assert "| pgbct | 0.500 | 0.500 | 0.500 ± 0.000 | 0.700 ± " in out
+    assert "| 4 | 2 | 20 s | 150 MB |" in out  # means over the runs
+    assert "| atp | 0.400 | 0.400 | 0.400 ± 0.000 | - | 0.500 ± 0.000 | 4 | - | 20 s | 150 MB |" in out
+    assert "\n| all |" not in out  # the reference, not a method
+    assert "faithfulness on MIB's grid" in (tmp_path / "out" / "compare.md").read_text()
     assert (tmp_path / "out" / "faithfulness.png").stat().st_size > 0

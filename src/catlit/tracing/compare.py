@@ -3,17 +3,18 @@
     python trace.py seed=1 model.path=<seed 1's model> hydra.run.dir=outputs/traces/x/s1   # one per seed
     catlit-trace-compare outputs/traces/x --out docs/x
 
-For each finished trace run below the folders, the held-out effect of every method's first k
-components, k = that run's PGB-CT set size, as a share of all components' effect (so runs on models
-with different effect scales average fairly); then the mean and 95% interval over runs. Below it, each
-method's faithfulness on MIB's grid (CPR, CMD: mean and 95% interval over runs) and what it cost
-(passes over the pairs, wall time, peak memory: means). Writes compare.md, compare.csv, compare.png
-and faithfulness.png (mean sufficiency curves) into --out (default: the first folder).
+One table, one row per method: for each finished trace run below the folders (a column), the held-out
+effect of the method's first k components, k = that run's PGB-CT set size, as a share of all
+components' effect (so runs on models with different effect scales average fairly); then the mean and
+95% interval over runs, the method's faithfulness on MIB's grid (CPR, CMD: mean and 95% interval over
+runs) and what it cost (passes over the pairs, wall time, peak memory: means). Writes compare.md,
+compare.csv, compare.png and faithfulness.png (mean sufficiency curves) into --out (default: the first
+folder).
 
 A run traced with another PGB-CT setting (`search=paper`, `search.loss=inverse`, `positions=last`, ...)
 reports its PGB-CT as `pgbct (<preset>, <overrides>)`; runs of one seed on the same pairs (the same
 size and the same all-components effect: `search=paper,ranking 'baselines.methods=[all]'` beside a
-full run) are one row, so every setting stands next to the baselines of its seed.
+full run) are one column, so every setting stands next to the baselines of its seed.
 """
 
 from __future__ import annotations
@@ -182,43 +183,51 @@ def _all(metrics: dict) -> float:
 
 
 def table(methods: list[str], rows: list[dict]) -> str:
-    head = "| run | size | all components | " + " | ".join(methods) + " |"
-    lines = [head, "|---" * (len(methods) + 3) + "|"]
-    for r in rows:
-        cells = [f"{r['shares'][m]:.3f}" if m in r["shares"] else "-" for m in methods]
-        lines.append(f"| {r['run']} | {r['size']} | {r['all']:.4g} | " + " | ".join(cells) + " |")
-    summary = []
-    for m in methods:
-        values = [r["shares"][m] for r in rows if m in r["shares"]]
-        mean, _, ci = interval(values) if len(values) > 1 else (values[0], 0.0, 0.0)
-        summary.append(f"{mean:.3f} ± {ci:.3f}")
-    lines.append("| mean ± 95% | | | " + " | ".join(summary) + " |")
-    return "\n".join(lines)
-
-
-def measures_table(methods: list[str], rows: list[dict]) -> str:
-    """Each method's CPR and CMD on MIB's grid (mean ± 95% over runs) and its cost (means)."""
+    """One row per method: its share at each run's size (one column per run), the mean and 95%
+    interval over runs and, where recorded, its MIB measures (mean ± 95%) and costs (means)."""
+    measured = any(m in r.get("measures", {}) for r in rows for m in methods)
+    extra = ["CPR ↑", "CMD ↓", "forwards", "backwards", "wall", "peak memory"] if measured else []
+    blank = [""] * (1 + len(extra))
     lines = [
-        "| method | runs | CPR ↑ | CMD ↓ | forwards | backwards | wall | peak memory |",
-        "|---|---|---|---|---|---|---|---|",
+        _row(["method", *(r["run"] for r in rows), "mean ± 95%", *extra]),
+        "|---" * (len(rows) + 2 + len(extra)) + "|",
+        _row(["*size k*", *(str(r["size"]) for r in rows), *blank]),
+        _row(["*all components' effect*", *(f"{r['all']:.4g}" for r in rows), *blank]),
     ]
     for m in methods:
-        entries = [r["measures"][m] for r in rows if m in r.get("measures", {})]
-        if not entries:
-            continue
-        cells = []
-        for name in ("cpr", "cmd"):
-            values = [e[name] for e in entries if name in e and e[name] == e[name]]
-            if not values:
-                cells.append("-")
-                continue
-            mean, _, ci = interval(values) if len(values) > 1 else (values[0], 0.0, 0.0)
-            cells.append(f"{mean:.3f} ± {ci:.3f}")
-        for name, unit in COSTS:
-            values = [e[name] for e in entries if name in e]
-            cells.append(f"{sum(values) / len(values):.0f}{unit}" if values else "-")
-        lines.append(f"| {m} | {len(entries)} | " + " | ".join(cells) + " |")
+        values = [r["shares"][m] for r in rows if m in r["shares"]]
+        cells = [f"{r['shares'][m]:.3f}" if m in r["shares"] else "-" for r in rows]
+        lines.append(_row([m, *cells, _mean(values), *(_measures_cells(m, rows) if measured else [])]))
     return "\n".join(lines)
+
+
+CAPTION = (
+    "Held-out effect of each method's first k components as a share of all components' effect, one "
+    "column per run (k: the size row), then the mean and 95% interval over runs; where recorded, the "
+    "faithfulness on MIB's grid (held-out pairs; CPR, CMD: mean ± 95% over runs) and the cost (means)."
+)
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _mean(values: list[float]) -> str:
+    """`mean ± 95%` over runs; one run is its value alone (no interval to claim), none is `-`."""
+    if len(values) > 1:
+        mean, _, ci = interval(values)
+        return f"{mean:.3f} ± {ci:.3f}"
+    return f"{values[0]:.3f}" if values else "-"
+
+
+def _measures_cells(method: str, rows: list[dict]) -> list[str]:
+    """A method's CPR and CMD (mean ± 95% over runs) and its costs (means); `-` where not recorded."""
+    entries = [r["measures"][method] for r in rows if method in r.get("measures", {})]
+    cells = [_mean([e[n] for e in entries if n in e and e[n] == e[n]]) for n in ("cpr", "cmd")]
+    for name, unit in COSTS:
+        values = [e[name] for e in entries if name in e]
+        cells.append(f"{sum(values) / len(values):.0f}{unit}" if values else "-")
+    return cells
 
 
 def plot_faithfulness(methods: list[str], rows: list[dict], path: Path) -> bool:
@@ -279,13 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = args.out or args.folders[0]
     out.mkdir(parents=True, exist_ok=True)
-    text = table(methods, rows)
-    faithful = measures_table(methods, rows)
-    if faithful.count("\n") > 1:
-        text += (
-            "\n\nFaithfulness on MIB's grid (held-out pairs; mean ± 95% over runs) and cost (means):\n\n"
-            + faithful
-        )
+    text = table(methods, rows) + "\n\n" + CAPTION
     stem = "compare" if args.size is None else f"compare_k{args.size}"
     write_text(out / f"{stem}.md", text + "\n")
     buffer = io.StringIO()
