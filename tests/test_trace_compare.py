@@ -87,6 +87,17 @@ def test_other_search_settings_are_labelled_and_stand_beside_their_seeds_baselin
     assert "| pgbct (paper) | 1.000 | 1.000 | - | 1.000 ± 0.000 |" in out
     assert "| pgbct (ranking) | - | - | 0.429 | 0.429 |" in out  # seed 1, other pairs: own column
     assert "| topk | 0.250 | 0.250 | - | 0.250 ± 0.000 |" in out
+    runs = (tmp_path / "out" / "runs.md").read_text().splitlines()  # each column's runs, re-runnable
+    last = tmp_path / "last" / "s1"
+    assert (
+        "- seed 1: `python trace.py seed=1 model=x positions=last 'baselines.methods=[all]' "
+        f"hydra.run.dir={last}`" in runs
+    )
+    assert sum(line.startswith("- seed 1: ") for line in runs) == 4  # main, paper, inverse, last
+    assert (
+        sum(line.startswith("- seed 2: ") for line in runs) == 2
+        and sum(line.startswith("- s1: ") for line in runs) == 1
+    )
 
 
 def test_faithfulness_and_cost_are_averaged_over_runs_and_plotted(tmp_path, capsys):

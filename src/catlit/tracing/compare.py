@@ -8,8 +8,8 @@ effect of the method's first k components, k = that run's PGB-CT set size, as a 
 components' effect (so runs on models with different effect scales average fairly); then the mean and
 95% interval over runs, the method's faithfulness on MIB's grid (CPR, CMD: mean and 95% interval over
 runs) and what it cost (passes over the pairs, wall time, peak memory: means). Writes compare.md,
-compare.csv, compare.png and faithfulness.png (mean sufficiency curves) into --out (default: the first
-folder).
+compare.csv, compare.png, faithfulness.png (mean sufficiency curves) and runs.md (each column's runs
+and the command that reproduces each) into --out (default: the first folder).
 
 A run traced with another PGB-CT setting (`search=paper`, `search.loss=inverse`, `positions=last`, ...)
 reports its PGB-CT as `pgbct (<preset>, <overrides>)`; runs of one seed on the same pairs (the same
@@ -24,6 +24,7 @@ import csv
 import io
 import json
 import math
+import shlex
 import sys
 from pathlib import Path
 
@@ -70,6 +71,7 @@ def collect(folders: list[Path], size: int | None = None) -> tuple[list[str], li
                     "shares": shares,
                     "seed": _seed(run),
                     "measures": measured,
+                    "paths": [run],
                 }
             )
     for why in passed:  # counted and named, never dropped silently
@@ -165,12 +167,36 @@ def merge_seeds(rows: list[dict]) -> list[dict]:
             None,
         )
         if twin is None:
-            merged.append({**row, "shares": dict(row["shares"]), "measures": dict(row.get("measures", {}))})
+            merged.append(
+                {
+                    **row,
+                    "shares": dict(row["shares"]),
+                    "measures": dict(row.get("measures", {})),
+                    "paths": list(row.get("paths", [])),
+                }
+            )
         else:
             twin["shares"].update(row["shares"])
+            twin["paths"] += row.get("paths", [])
             twin["measures"].update({m: v for m, v in row.get("measures", {}).items() if m != "all"})
             twin["run"] = f"seed {row['seed']}"
     return merged
+
+
+def commands(rows: list[dict]) -> str:
+    """Each column's runs and the command that reproduces each, from Hydra's record of the run (a
+    run without one, written by hand, is listed without a command)."""
+    lines = ["Each column's runs and the command that reproduces each (from Hydra's record of the run):", ""]
+    for r in rows:
+        for run in r.get("paths", []):
+            record = run / ".hydra" / "overrides.yaml"
+            if record.is_file():
+                overrides = [str(o) for o in OmegaConf.load(record)]
+                command = shlex.join(["python", "trace.py", *overrides, f"hydra.run.dir={run}"])
+                lines.append(f"- {r['run']}: `{command}`")
+            else:
+                lines.append(f"- {r['run']}: `{run}` (no Hydra record)")
+    return "\n".join(lines) + "\n"
 
 
 def _all(metrics: dict) -> float:
@@ -291,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     text = table(methods, rows) + "\n\n" + CAPTION
     stem = "compare" if args.size is None else f"compare_k{args.size}"
     write_text(out / f"{stem}.md", text + "\n")
+    write_text(out / "runs.md", commands(rows))
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["run", "size", "all", *methods])
