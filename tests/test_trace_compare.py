@@ -122,3 +122,24 @@ def test_faithfulness_and_cost_are_averaged_over_runs_and_plotted(tmp_path, caps
     assert "\n| all |" not in out  # the reference, not a method
     assert "faithfulness on MIB's grid" in (tmp_path / "out" / "compare.md").read_text()
     assert (tmp_path / "out" / "faithfulness.png").stat().st_size > 0
+
+
+def test_figures_stay_readable_with_many_settings(tmp_path):
+    import struct
+
+    from catlit.plotting import pyplot
+    from catlit.tracing.plots import legend_beside, series_style
+
+    styles = [series_style(i, "pgbct" if i < 14 else "topk") for i in range(40)]
+    assert len({(s["color"], s["linestyle"]) for s in styles}) == 40  # no two series drawn alike
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.0, 3.0))
+    for i in range(25):
+        ax.plot([0, 1], [i, i], label=f"pgbct (default, search.loss=relative, search.lambda1={i})")
+    legend_beside(ax)
+    width, height = fig.get_size_inches()
+    fig.savefig(tmp_path / "f.png", dpi=100)
+    plt.close(fig)
+    assert width > 7.0 and height > 3.0  # widened by the legend, and tall enough for its 25 rows
+    png_width, png_height = struct.unpack(">II", (tmp_path / "f.png").read_bytes()[16:24])
+    assert abs(png_width - width * 100) < 1 and abs(png_height - height * 100) < 1  # the saved figure

@@ -31,10 +31,11 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from catlit.files import write_text
-from catlit.plotting import pyplot
+from catlit.plotting import pyplot, save
 from catlit.rundir import is_finished
 from catlit.stats import interval
 from catlit.tracing.baselines import BASELINES
+from catlit.tracing.plots import legend_beside, series_style
 
 
 def collect(folders: list[Path], size: int | None = None) -> tuple[list[str], list[dict]]:
@@ -275,31 +276,34 @@ def plot_faithfulness(methods: list[str], rows: list[dict], path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
     for i, (m, pts) in enumerate(curves.items()):
         xs, ys = zip(*pts)
-        ax.plot(xs, ys, marker=".", label=m, lw=2.2 if m.startswith("pgbct") else 1.2, color=f"C{i % 10}")
+        ax.plot(xs, ys, marker=".", label=m, **series_style(i, m))
     ax.set_xscale("symlog", linthresh=0.01)
     ax.set_xlabel("fraction of components kept (MIB's grid)")
     ax.set_ylabel("sufficiency (mean over runs)")
-    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    legend_beside(ax)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)
     return True
 
 
 def plot(methods: list[str], rows: list[dict], path: Path) -> None:
+    """One horizontal bar per method (mean share over runs; dots: the runs), top to bottom in the
+    table's order, so long setting names stay readable."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(methods), 3.2))
+    fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.26 * len(methods)))
     for i, m in enumerate(methods):
         values = [r["shares"][m] for r in rows if m in r["shares"]]
-        ax.bar(i, sum(values) / len(values), color="C0" if m.startswith("pgbct") else "C7")
-        ax.scatter([i] * len(values), values, color="k", s=8, zorder=3)
-    ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right")
-    ax.set_ylabel("held-out effect / all components'")
+        ax.barh(i, sum(values) / len(values), color="C0" if m.startswith("pgbct") else "C7")
+        ax.scatter(values, [i] * len(values), color="k", s=8, zorder=3)
+    ax.set_yticks(range(len(methods)), methods, fontsize=7)
+    ax.invert_yaxis()
+    ax.axvline(1.0, color="k", lw=0.6, ls=":")  # all components' effect
+    ax.set_xlabel("held-out effect / all components'")
     sizes = sorted({r["size"] for r in rows})
-    ax.set_title(f"every method at size {', '.join(map(str, sizes))} (dots: runs)")
+    ax.set_title(f"every method at size {', '.join(map(str, sizes))} (dots: runs)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

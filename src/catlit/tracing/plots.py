@@ -10,16 +10,38 @@ from catlit.plotting import pyplot
 from catlit.plotting import save as save_figure
 
 
+def series_style(index: int, name: str) -> dict:
+    """Line style of the `index`-th series: ten colours, then the next line style, so a figure with
+    many PGB-CT settings never draws two series alike; PGB-CT's lines drawn thicker."""
+    dashes = ("-", "--", ":", "-.")[(index // 10) % 4]
+    return {"color": f"C{index % 10}", "linestyle": dashes, "lw": 2.2 if name.startswith("pgbct") else 1.2}
+
+
+def legend_beside(ax) -> None:
+    """The legend right of the axes, the figure widened by its width: it never hides a curve and
+    never squeezes the axes or runs off the figure, however many series there are."""
+    legend = ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    fig = ax.figure
+    fig.canvas.draw()
+    width, height = fig.get_size_inches()
+    box = legend.get_window_extent()
+    fig.set_size_inches(width + box.width / fig.dpi + 0.1, max(height, box.height / fig.dpi + 0.6))
+
+
 def effect_vs_size(curves: dict[str, list[tuple[int, float]]], path: Path, ylabel: str) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for method, points in curves.items():
+    sizes = [p[0] for points in curves.values() for p in points]
+    for i, (method, points) in enumerate(curves.items()):
         points = sorted(points)
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=method)
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=4, label=method,
+                **series_style(i, method))  # fmt: skip
+    if sizes and max(sizes) > 20 * max(1, min(sizes)):
+        ax.set_xscale("symlog", linthresh=1)  # sets of 2 and of all 270 on one axis
     ax.set_xlabel("number of components")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend()
+    legend_beside(ax)
     fig.tight_layout()
     save_figure(fig, path, dpi=120)
 
