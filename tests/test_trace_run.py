@@ -258,6 +258,21 @@ def test_trace_measures_with_mibs_intervention(trained_model, tmp_path):
         trace_run(bad)
 
 
+def test_every_method_searches_and_is_scored_in_mibs_terms_with_intervention_mib(trained_model, tmp_path):
+    fast = [*TRACE_FAST, "baselines.methods=[topk,atp,all]", "search.epochs=2", "pairs.effect=logit_diff"]
+    both = [f"model.path={trained_model}", *fast, "intervention=mib", "measures.intervention=mib"]
+    metrics = trace_run(compose_cfg(tmp_path, both, config_name="trace"))
+    full = metrics["all/k8/effect_heldout"]
+    for method in ("topk", "atp"):  # the k-set's share is its MIB faithfulness (the curve's k = 1)
+        share = metrics[f"{method}/k1/effect_heldout"] / full
+        assert share == pytest.approx(metrics[f"{method}/curve/k1/sufficiency"], rel=1e-4, abs=1e-5)
+    plain = trace_run(compose_cfg(tmp_path / "catlit", [f"model.path={trained_model}", *fast], "trace"))
+    assert metrics["topk/k1/effect_heldout"] != pytest.approx(plain["topk/k1/effect_heldout"])
+    bad = [f"model.path={trained_model}", "intervention=mib", "pairs.source=zero"]
+    with pytest.raises(ConfigError, match="intervention=mib needs pairs.source=counterfactual"):
+        trace_run(compose_cfg(tmp_path / "zero", bad, config_name="trace"))
+
+
 def test_trace_records_each_methods_peak_memory(trace_dir):
     metrics = json.loads((trace_dir / "metrics.json").read_text())
     methods = ["pgbct", "topk", "greedy", "greedy_backward", "atp", "atp_ig", "hardconcrete", "random", "all"]
@@ -340,6 +355,19 @@ def test_resume_auto_continues_an_interrupted_trace_from_the_methods_it_finished
         ValueError, match=r"methods/\w+.pt was computed with other settings .*search.lr.heads: 0.1 -> 0.5"
     ):
         trace_run(other)
+
+    import torch
+
+    for file in (run_dir / "methods").glob("*.pt"):  # kept before `intervention` was a setting
+        saved = torch.load(file, weights_only=True)
+        del saved["settings"]["intervention"]
+        torch.save(saved, file)
+    assert trace_run(cfg)["atp/cpr"] == pytest.approx(whole["atp/cpr"])  # computed with catlit's: resumes
+    shutil.rmtree(run_dir / "plots")
+    (run_dir / "metrics.json").unlink()
+    mib = compose_cfg(tmp_path / "cut", [*fast, "resume=auto", "intervention=mib"], "trace")
+    with pytest.raises(ValueError, match="intervention: 'catlit' -> 'mib'"):
+        trace_run(mib)
 
 
 def test_pairs_sample_draws_across_the_loaders_order_and_is_seeded():

@@ -370,3 +370,25 @@ def test_mibs_intervention_is_mibs_faithfulness_written_out(arch):
     plain_full = plain.evaluate(plain.space.full(1.0), plain_prepared)
     own = measures.curves(plain, plain_prepared, [order], [3, 8], plain_full, "log")["sufficiency"][0]
     assert abs(own - expected) > 1e-3  # catlit's own intervention is another measure (heads compose)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_the_circuit_tracer_searches_and_scores_in_mibs_terms(arch):
+    model = tiny_model(arch, seed=3)
+    pairs = random_pairs(n=8, change_at=1, seed=5)
+    tracer = tracer_for(model, pairs=pairs, effect="logit_diff").circuits()
+    space, prepared = tracer.space, tracer.prepare(list(range(len(pairs))))
+    circuit = [(0, 1), (1, 2), (1, 3)]
+    kept = space.from_indices([layer * 4 + h for layer, h in circuit])
+    full = tracer.evaluate(space.full(1.0), prepared)
+    assert tracer.evaluate(space.full(0.0), prepared) == pytest.approx(0.0, abs=1e-6)  # nothing kept
+    assert tracer.evaluate(kept, prepared) / full == pytest.approx(
+        mib_faithfulness_by_hand(model, pairs, set(circuit)), rel=1e-4, abs=1e-5
+    )  # a set's effect over every component's is MIB's faithfulness of that circuit
+    z = space.full(0.5, requires_grad=True)  # PGB-CT's soft mask: the loss reaches every head
+    batch, cache = prepared[0]
+    loss, _ = tracer.loss(batch, z, cache, loss="relative", scale=abs(full))
+    loss.backward()
+    assert z["heads"].grad.abs().sum() > 0 and torch.isfinite(z["heads"].grad).all()
+    with pytest.raises(ValueError, match="needs source=counterfactual"):
+        tracer_for(model, pairs=pairs, source="zero").circuits()

@@ -23,6 +23,7 @@ RULES = {
     "measures.split": (lambda v: v in ("heldout", "train"), "heldout or train"),
     "measures.grid": (lambda v: v in GRIDS, "mib (MIB's fractions, CPR and CMD) or log"),
     "measures.intervention": (lambda v: v in INTERVENTIONS, "catlit or mib"),
+    "intervention": (lambda v: v in INTERVENTIONS, "catlit or mib"),
     "pairs.limit": (lambda v: v is None or integer(lambda k: k >= 2)(v), "null or an integer >= 2"),
 }
 
@@ -36,6 +37,11 @@ def check_trace_config(cfg: DictConfig) -> None:
             "measures.intervention=mib needs pairs.effect=logit_diff and pairs.source=counterfactual "
             f"(got {cfg.pairs.effect}, {cfg.pairs.source}): MIB's faithfulness is a ratio of "
             "mean metric differences between a clean and a corrupted input"
+        )
+    if cfg.get("intervention", "catlit") == "mib" and cfg.pairs.source != "counterfactual":
+        raise ConfigError(
+            f"intervention=mib needs pairs.source=counterfactual (got {cfg.pairs.source}): MIB's circuit "
+            "runs one input with everything outside it fixed at the other input's values"
         )
     SearchSettings.from_config(cfg.search)  # the search's and the baselines' own rules
     BaselineSettings.from_config(cfg.baselines)

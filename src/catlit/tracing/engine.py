@@ -67,18 +67,23 @@ class Tracer:
         self._base_scores: dict[int, torch.Tensor] = {}
         self._means: dict | None = None
 
-    def swapped(self) -> Tracer:
+    def swapped(self, kind: type[Tracer] | None = None) -> Tracer:
         """The same tracer with every pair's base and source prompts exchanged: the base runs the
         source's input and patches come from the base's (MIB's circuit evaluation runs the clean
         input and fixes what is outside the circuit at the corrupted input's values)."""
         if self.source != "counterfactual":
             raise ValueError(f"swapping base and source needs source=counterfactual (got {self.source})")
         pairs = [dataclasses.replace(e, seqs=e.source_seqs, source_seqs=e.seqs) for e in self.encoded]
-        return Tracer(
+        return (kind or Tracer)(
             self.model, self.space, pairs, self.pad_id, source=self.source, positions=self.positions,
             effect=self.effect, noise_scale=self.noise_scale, seed=self.seed, noise_std=self.noise_std,
             batch_size=self.batch_size,
         )  # fmt: skip
+
+    def circuits(self) -> CircuitTracer:
+        """This tracer in MIB's terms (`intervention=mib`): a mask marks the circuit that runs on the
+        source input while everything outside it keeps its base-run value (`CircuitTracer`)."""
+        return self.swapped(CircuitTracer)
 
     # ---- batches ------------------------------------------------------------------------------
     def batch(self, indices: list[int]) -> PairBatch:
@@ -230,3 +235,29 @@ class Tracer:
             total += float(effect_of(self.delta(batch, mask, cache), self.effect).sum())
             n += batch.n_pairs
         return total / max(n, 1)
+
+
+class CircuitTracer(Tracer):
+    """MIB's intervention as a tracer (`intervention=mib`; made by `Tracer.circuits()`). It runs the
+    source input (MIB's clean one) and a mask marks the circuit: every component outside it (1 − mask)
+    takes its value from the base input (the corrupted one). Δ(mask) = s(circuit kept) − s(nothing
+    kept): 0 for the empty circuit, the full effect for every component, differentiable in the mask.
+    So every method that calls `delta`/`loss`/`evaluate` — PGB-CT's loss, greedy, AtP's gradients,
+    the set scores — searches and scores circuits as MIB's faithfulness measures them:
+    sufficiency(S) = E(S) / E(all) (with effect=logit_diff exactly MIB's, `measures.curves`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._nothing_kept: dict[int, torch.Tensor] = {}
+
+    def delta(self, batch: PairBatch, mask: dict[str, torch.Tensor], cache: dict) -> torch.Tensor:
+        outside = {kind: 1 - z for kind, z in mask.items()}
+        return super().delta(batch, outside, cache) - self.nothing_kept(batch, cache)
+
+    @torch.no_grad()
+    def nothing_kept(self, batch: PairBatch, cache: dict) -> torch.Tensor:
+        """Per-pair Δ of the source run with every component at its base-run value (cached per pair)."""
+        if any(int(i) not in self._nothing_kept for i in batch.pair_index):
+            every = super().delta(batch, self.space.full(1.0, device=self.device), cache)
+            self._nothing_kept.update(zip(batch.pair_index.tolist(), every))
+        return torch.stack([self._nothing_kept[int(i)] for i in batch.pair_index])

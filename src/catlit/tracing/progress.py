@@ -24,6 +24,8 @@ from catlit.tracing.search import SearchResult
 FOLDER = "methods"
 # top-level keys and dotted keys that change no method's result
 FREE = {"resume", "paths", "hydra", "measures", "mib", "baselines.methods", "device"}
+# settings added since methods were first kept, with the value every method saved before them computed with
+ADDED = {"intervention": "catlit"}
 
 
 def settings(cfg: DictConfig) -> dict:
@@ -55,6 +57,7 @@ class MethodStore:
         """Refuse saved methods that were computed with other settings than this run's."""
         for file in sorted(self.path.glob("*.pt")):
             saved = torch.load(file, weights_only=True)["settings"]
+            saved = {**ADDED, **saved}
             changed = sorted(k for k in {*saved, *self.settings} if saved.get(k) != self.settings.get(k))
             if changed:
                 shown = ", ".join(f"{k}: {saved.get(k)!r} -> {self.settings.get(k)!r}" for k in changed[:5])

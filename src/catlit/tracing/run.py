@@ -76,10 +76,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
         torch.manual_seed(cfg.seed)
         tracer, train_idx, held_idx, skipped = setup(cfg)
         space = tracer.space
+        # what every method searches and is scored with: catlit's patch, or MIB's circuit (the rest corrupted)
+        searched = tracer.circuits() if cfg.get("intervention", "catlit") == "mib" else tracer
         check_sizes(cfg, space.numel)
         truth = truth_indices(cfg.get("truth"), space)
         search = SearchSettings.from_config(cfg.search)
-        result, pgbct_mb = store.search() or _search(tracer, train_idx, search, cfg, store)
+        result, pgbct_mb = store.search() or _search(searched, train_idx, search, cfg, store)
         selected = result.top(cfg.select.k) if cfg.select.k else result.threshold(cfg.select.threshold)
         if not selected:
             log.warning(
@@ -88,7 +90,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
                 cfg.select.threshold,
             )
         sizes = sorted({s for s in [*(cfg.baselines.sizes or []), len(selected)] if 0 < s <= space.numel})
-        ctx = _context(cfg, tracer, train_idx, held_idx, max(sizes, default=1))
+        ctx = _context(cfg, searched, train_idx, held_idx, max(sizes, default=1))
         epochs = search.passes
         rankings = [
             Ranking("pgbct", [result.ranking()], result.wall_s, 2 * epochs + 2, epochs + 1, chosen=selected)
@@ -97,7 +99,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         for name in cfg.baselines.methods:
             rankings.append(
                 store.ranking(name)
-                or store.save_ranking(measured_cost(tracer, lambda name=name: BASELINES[name](ctx)))
+                or store.save_ranking(measured_cost(searched, lambda name=name: BASELINES[name](ctx)))
             )
         rows = score_rankings(ctx, rankings, sizes)
         measured = faithfulness(cfg, tracer, ctx, rankings, held_idx, truth)
@@ -173,8 +175,8 @@ def faithfulness(cfg, tracer: Tracer, ctx: Context, rankings: list[Ranking], hel
     if intervention == "mib":  # MIB's: the clean input runs, what is outside the circuit is corrupted
         tracer = tracer.swapped()
         prepared = tracer.prepare(held_idx if on_heldout else eval_pairs(cfg, ctx.train_idx))
-    else:
-        prepared = tracer.prepare(held_idx) if on_heldout else ctx.train_prep
+    else:  # its own batches: the methods may have searched another intervention (`intervention=mib`)
+        prepared = tracer.prepare(held_idx if on_heldout else eval_pairs(cfg, ctx.train_idx))
     full = check_finite(
         tracer.evaluate(tracer.space.full(1.0, device=tracer.device), prepared), "the full effect"
     )
@@ -346,8 +348,8 @@ def _summary(
 ) -> str:
     lines = [
         f"\nTracing ({', '.join(cfg.components)}; {cfg.mode}; source={cfg.pairs.source}; "
-        f"effect={cfg.pairs.effect}) on {len(train_idx)} train / {len(held_idx)} held-out pairs; "
-        f"run dir: {out_dir}",
+        f"effect={cfg.pairs.effect}; intervention={cfg.get('intervention', 'catlit')}) on "
+        f"{len(train_idx)} train / {len(held_idx)} held-out pairs; run dir: {out_dir}",
         "| method | size | effect (train) | effect (held-out) | time |",
         "|---|---|---|---|---|",
     ]
