@@ -65,7 +65,9 @@ def test_other_search_settings_are_labelled_and_stand_beside_their_seeds_baselin
     hydra_record(tmp_path / "inverse" / "s1", 1, overrides=("search.loss=inverse",))
     trace_run(tmp_path / "last" / "s1", 1, {"pgbct": {5: 40.0}}, 100.0)  # what is searched, changed
     hydra_record(
-        tmp_path / "last" / "s1", 1, overrides=("model=x", "positions=last", "baselines.methods=[all]")
+        tmp_path / "last" / "s1",
+        1,
+        overrides=("model=x", "positions=last", "intervention=mib", "baselines.methods=[all]"),
     )
     trace_run(tmp_path / "other_pairs" / "s1", 1, {"pgbct": {5: 3.0}}, 7.0)  # seed 1, other pairs: own row
     hydra_record(tmp_path / "other_pairs" / "s1", 1, "ranking")
@@ -76,21 +78,21 @@ def test_other_search_settings_are_labelled_and_stand_beside_their_seeds_baselin
     methods = [line.split(" | ")[0][2:] for line in out.splitlines()[4:] if line.startswith("| ")]
     assert methods == [
         "pgbct",
-        "pgbct (default, positions=last)",
+        "pgbct (default, positions=last, intervention=mib)",
         "pgbct (default, search.loss=inverse)",
         "pgbct (paper)",
         "pgbct (ranking)",
         "topk",
     ]
     assert "| pgbct | 0.500 | 0.500 | - | 0.500 ± 0.000 |" in out
-    assert "| pgbct (default, positions=last) | 0.400 | - | - | 0.400 |" in out  # one run: no interval
+    assert "| pgbct (default, positions=last, intervention=mib) | 0.400 | - | - | 0.400 |" in out  # 1 run
     assert "| pgbct (paper) | 1.000 | 1.000 | - | 1.000 ± 0.000 |" in out
     assert "| pgbct (ranking) | - | - | 0.429 | 0.429 |" in out  # seed 1, other pairs: own column
     assert "| topk | 0.250 | 0.250 | - | 0.250 ± 0.000 |" in out
     runs = (tmp_path / "out" / "runs.md").read_text().splitlines()  # each column's runs, re-runnable
     last = tmp_path / "last" / "s1"
     assert (
-        "- seed 1: `python trace.py seed=1 model=x positions=last 'baselines.methods=[all]' "
+        "- seed 1: `python trace.py seed=1 model=x positions=last intervention=mib 'baselines.methods=[all]' "
         f"hydra.run.dir={last}`" in runs
     )
     assert sum(line.startswith("- seed 1: ") for line in runs) == 4  # main, paper, inverse, last

@@ -119,12 +119,13 @@ def pgbct_label(run: Path) -> str:
     return f"pgbct ({setting})" if setting else "pgbct"
 
 
-SEARCHED = ("positions", "mode", "components")  # besides search.*: overrides of what PGB-CT searches
+SEARCHED = ("positions", "mode", "components", "intervention")  # besides search.*: what PGB-CT searches
 
 
 def search_setting(run: Path, leave_out: tuple[str, ...] = ()) -> str:
     """`<search preset>, <overrides>` of a run ("" for the default search): the `search.*` overrides and
-    those of what is searched (`positions`, `mode`, `components`), leaving out the keys in `leave_out`
+    those of what is searched (`positions`, `mode`, `components`, `intervention`), leaving out the keys in
+    `leave_out`
     (e.g. `search.lambda1` for the points of a λ sweep)."""
     hydra_dir = run / ".hydra"
     if not (hydra_dir / "hydra.yaml").is_file():
