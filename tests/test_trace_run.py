@@ -273,6 +273,13 @@ def test_every_method_searches_and_is_scored_in_mibs_terms_with_intervention_mib
         trace_run(compose_cfg(tmp_path / "zero", bad, config_name="trace"))
 
 
+def test_greedy_stops_at_the_largest_size_asked_for_not_at_pgbcts_set(trained_model, tmp_path):
+    fast = [f"model.path={trained_model}", *TRACE_FAST, "search.epochs=2", "baselines.methods=[greedy,all]"]
+    metrics = trace_run(compose_cfg(tmp_path, [*fast, "select.k=5", "baselines.sizes=[2]"], "trace"))
+    assert metrics["greedy/forwards"] == 8 + 7 + 1  # two rounds over 8 heads, then the order's rest
+    assert "greedy/k5/effect_heldout" in metrics  # PGB-CT's 5 still compared, by greedy's order
+
+
 def test_trace_records_each_methods_peak_memory(trace_dir):
     metrics = json.loads((trace_dir / "metrics.json").read_text())
     methods = ["pgbct", "topk", "greedy", "greedy_backward", "atp", "atp_ig", "hardconcrete", "random", "all"]

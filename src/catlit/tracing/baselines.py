@@ -82,7 +82,7 @@ class Context:
     options: BaselineSettings = field(default_factory=BaselineSettings.preset)  # trace.yaml's `baselines`
     train_idx: list[int] = field(default_factory=list)  # the search's pairs (hardconcrete trains on them)
     search: SearchSettings = field(default_factory=SearchSettings.preset)  # hardconcrete's budget: PGB-CT's
-    max_size: int = 1  # the largest set size any table or curve asks for
+    max_size: int = 1  # greedy stops here: the largest of baselines.sizes (PGB-CT's set size without them)
 
     @property
     def numel(self) -> int:

@@ -90,7 +90,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
                 cfg.select.threshold,
             )
         sizes = sorted({s for s in [*(cfg.baselines.sizes or []), len(selected)] if 0 < s <= space.numel})
-        ctx = _context(cfg, searched, train_idx, held_idx, max(sizes, default=1))
+        # greedy (k·N passes) stops at the largest size asked for, not at PGB-CT's set, which can be 70 heads
+        asked = [s for s in cfg.baselines.sizes or [] if 0 < s <= space.numel] or sizes
+        ctx = _context(cfg, searched, train_idx, held_idx, max(asked, default=1))
         epochs = search.passes
         rankings = [
             Ranking("pgbct", [result.ranking()], result.wall_s, 2 * epochs + 2, epochs + 1, chosen=selected)
