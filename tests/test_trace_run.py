@@ -369,7 +369,12 @@ def test_resume_auto_continues_an_interrupted_trace_from_the_methods_it_finished
         saved = torch.load(file, weights_only=True)
         del saved["settings"]["intervention"]
         torch.save(saved, file)
-    assert trace_run(cfg)["atp/cpr"] == pytest.approx(whole["atp/cpr"])  # computed with catlit's: resumes
+    moved = compose_cfg(
+        tmp_path / "cut", [*fast, "resume=auto", "default_model.dir=/moved/trace_models/m"], "trace"
+    )
+    assert trace_run(moved)["atp/cpr"] == pytest.approx(
+        whole["atp/cpr"]
+    )  # catlit's, another checkout: resumes
     shutil.rmtree(run_dir / "plots")
     (run_dir / "metrics.json").unlink()
     mib = compose_cfg(tmp_path / "cut", [*fast, "resume=auto", "intervention=mib"], "trace")

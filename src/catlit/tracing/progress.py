@@ -23,7 +23,8 @@ from catlit.tracing.search import SearchResult
 
 FOLDER = "methods"
 # top-level keys and dotted keys that change no method's result
-FREE = {"resume", "paths", "hydra", "measures", "mib", "baselines.methods", "device"}
+# (default_model: how a missing model.path is trained; the trace records the model it used in model.path)
+FREE = {"resume", "paths", "hydra", "measures", "mib", "baselines.methods", "device", "default_model"}
 # settings added since methods were first kept, with the value every method saved before them computed with
 ADDED = {"intervention": "catlit"}
 
