@@ -368,6 +368,7 @@ def test_resume_auto_continues_an_interrupted_trace_from_the_methods_it_finished
     for file in (run_dir / "methods").glob("*.pt"):  # kept before `intervention` was a setting
         saved = torch.load(file, weights_only=True)
         del saved["settings"]["intervention"]
+        saved["settings"]["default_model.dir"] = "/old/checkout/trace_models/m"  # kept when it was a setting
         torch.save(saved, file)
     moved = compose_cfg(
         tmp_path / "cut", [*fast, "resume=auto", "default_model.dir=/moved/trace_models/m"], "trace"

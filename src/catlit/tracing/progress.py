@@ -29,6 +29,11 @@ FREE = {"resume", "paths", "hydra", "measures", "mib", "baselines.methods", "dev
 ADDED = {"intervention": "catlit"}
 
 
+def free(key: str) -> bool:
+    """A dotted key that changes no method's result (it or a section above it is in FREE)."""
+    return any(key == f or key.startswith(f + ".") for f in FREE)
+
+
 def settings(cfg: DictConfig) -> dict:
     """The resolved settings that decide the methods' results (flattened to dotted keys)."""
     flat: dict = {}
@@ -58,7 +63,7 @@ class MethodStore:
         """Refuse saved methods that were computed with other settings than this run's."""
         for file in sorted(self.path.glob("*.pt")):
             saved = torch.load(file, weights_only=True)["settings"]
-            saved = {**ADDED, **saved}
+            saved = {k: v for k, v in {**ADDED, **saved}.items() if not free(k)}  # FREE may have grown
             changed = sorted(k for k in {*saved, *self.settings} if saved.get(k) != self.settings.get(k))
             if changed:
                 shown = ", ".join(f"{k}: {saved.get(k)!r} -> {self.settings.get(k)!r}" for k in changed[:5])
