@@ -73,8 +73,8 @@ def test_other_search_settings_are_labelled_and_stand_beside_their_seeds_baselin
     hydra_record(tmp_path / "other_pairs" / "s1", 1, "ranking")
     assert main([str(tmp_path), "--out", str(tmp_path / "out"), "--size", "5"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("| method | seed 1 | seed 2 | s1 | mean ± 95% |")
-    assert "| *all components' effect* | 100 | 10 | 7 |  |" in out
+    assert out.startswith("| method | seed 1 · main/s1 | seed 2 | seed 1 · other_pairs/s1 | mean ± 95% |")
+    assert "| *all components' effect* | 100 | 10 | 7 |  |" in out  # seed 1 on other pairs: its own column
     methods = [line.split(" | ")[0][2:] for line in out.splitlines()[4:] if line.startswith("| ")]
     assert methods == [
         "pgbct",
@@ -92,13 +92,13 @@ def test_other_search_settings_are_labelled_and_stand_beside_their_seeds_baselin
     runs = (tmp_path / "out" / "runs.md").read_text().splitlines()  # each column's runs, re-runnable
     last = tmp_path / "last" / "s1"
     assert (
-        "- seed 1: `python trace.py seed=1 model=x positions=last intervention=mib 'baselines.methods=[all]' "
-        f"hydra.run.dir={last}`" in runs
+        "- seed 1 · main/s1: `python trace.py seed=1 model=x positions=last intervention=mib "
+        f"'baselines.methods=[all]' hydra.run.dir={last}`" in runs
     )
-    assert sum(line.startswith("- seed 1: ") for line in runs) == 4  # main, paper, inverse, last
+    assert sum(line.startswith("- seed 1 · main/s1: ") for line in runs) == 4  # main, paper, inverse, last
     assert (
         sum(line.startswith("- seed 2: ") for line in runs) == 2
-        and sum(line.startswith("- s1: ") for line in runs) == 1
+        and sum(line.startswith("- seed 1 · other_pairs/s1: ") for line in runs) == 1
     )
 
 

@@ -83,7 +83,21 @@ def collect(folders: list[Path], size: int | None = None) -> tuple[list[str], li
     return sorted(
         dict.fromkeys(methods),
         key=lambda m: (not m.startswith("pgbct"), m != "pgbct", order.index(m) if m in order else 99, m),
-    ), merge_seeds(rows)
+    ), named(merge_seeds(rows))
+
+
+def named(rows: list[dict]) -> list[dict]:
+    """Each column named by its seed (`seed 1`), or by its folder where it has none; columns that
+    would share a name also carry their first run's folder (`seed 1 · lambda/0`)."""
+    for r in rows:
+        r["run"] = f"seed {r['seed']}" if r["seed"] is not None else r["paths"][0].name
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["run"]] = counts.get(r["run"], 0) + 1
+    for r in rows:
+        if counts[r["run"]] > 1:
+            r["run"] += f" · {r['paths'][0].parent.name}/{r['paths'][0].name}"
+    return rows
 
 
 MEASURES = ("cpr", "cmd", "forwards", "backwards", "wall_s", "peak_mb")
@@ -175,13 +189,17 @@ def merge_seeds(rows: list[dict]) -> list[dict]:
                     "shares": dict(row["shares"]),
                     "measures": dict(row.get("measures", {})),
                     "paths": list(row.get("paths", [])),
+                    "lead": len(row["shares"]),
                 }
             )
         else:
+            paths = row.get("paths", [])  # the run with the most methods (the baselines') named first
+            if len(row["shares"]) > twin["lead"]:
+                twin["paths"], twin["lead"] = [*paths, *twin["paths"]], len(row["shares"])
+            else:
+                twin["paths"] += paths
             twin["shares"].update(row["shares"])
-            twin["paths"] += row.get("paths", [])
             twin["measures"].update({m: v for m, v in row.get("measures", {}).items() if m != "all"})
-            twin["run"] = f"seed {row['seed']}"
     return merged
 
 
