@@ -138,9 +138,8 @@ SEARCHED = ("positions", "mode", "components", "intervention")  # besides search
 
 def search_setting(run: Path, leave_out: tuple[str, ...] = ()) -> str:
     """`<search preset>, <overrides>` of a run ("" for the default search): the `search.*` overrides and
-    those of what is searched (`positions`, `mode`, `components`, `intervention`), leaving out the keys in
-    `leave_out`
-    (e.g. `search.lambda1` for the points of a λ sweep)."""
+    those of what is searched (`positions`, `mode`, `components`, `intervention`), leaving out the keys
+    in `leave_out` (e.g. `search.lambda1` for the points of a λ sweep)."""
     hydra_dir = run / ".hydra"
     if not (hydra_dir / "hydra.yaml").is_file():
         return ""
