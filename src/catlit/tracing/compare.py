@@ -129,7 +129,11 @@ def _measures(metrics: dict, method: str) -> dict:
 def pgbct_label(run: Path) -> str:
     """`pgbct`, or `pgbct (<search preset>, <overrides>)` where the run was traced otherwise
     (read from Hydra's record of the run; a run without one, written by hand, is `pgbct`)."""
-    setting = search_setting(run)
+    return pgbct_name(search_setting(run))
+
+
+def pgbct_name(setting: str) -> str:
+    """PGB-CT's row or curve name for a search setting (`search_setting`): `pgbct` for the default."""
     return f"pgbct ({setting})" if setting else "pgbct"
 
 

@@ -6,8 +6,8 @@
 Each run's PGB-CT selection (threshold on z) is one point (size, effect), labelled by its λ1 and, where
 the run was traced with another search preset or other `search.*` overrides, by those (one curve per
 such setting); the baselines' points at every size any run reported are gathered from the runs'
-metrics.json. Writes curve.md, curve.csv and
-curve.png into --out (default: the first folder) and prints the table.
+metrics.json. Writes curve.md, curve.csv and curve.png into --out (default: the first folder) and
+prints the table.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from catlit.hooks.selection import Selection
-from catlit.tracing.compare import search_setting
+from catlit.tracing.compare import pgbct_name, search_setting
 from catlit.tracing.plots import effect_vs_size
 
 KEY = re.compile(r"^([a-z_]+)/k(\d+)/effect_(train|heldout)$")  # every method's table row
@@ -57,10 +57,6 @@ def collect(folders: list[Path]) -> tuple[list[dict], dict]:
     return sorted(points, key=lambda p: (p["size"], p["lambda1"])), baselines
 
 
-def _name(point: dict) -> str:
-    return f"pgbct ({point['setting']})" if point["setting"] else "pgbct"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="catlit-trace-curve", description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", type=Path, help="trace.py sweep (or run) directories")
@@ -71,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no finished trace runs (selection.json + metrics.json) under {args.folders}")
     out = args.out or args.folders[0]
     out.mkdir(parents=True, exist_ok=True)
-    rows = [{"method": _name(p) + f" λ1={p['lambda1']}", **p} for p in points]
+    rows = [{"method": pgbct_name(p["setting"]) + f" λ1={p['lambda1']}", **p} for p in points]
     rows += [
         {"method": method, "size": size, "train": v.get("train"), "heldout": v.get("heldout")}
         for (method, size), v in sorted(baselines.items())
@@ -86,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / "curve.md").write_text(table + "\n")
     curves: dict[str, list] = {}
     for p in points:
-        curves.setdefault(_name(p) if p["setting"] else "pgbct (λ sweep)", []).append((p["size"], p["train"]))
+        name = pgbct_name(p["setting"]) if p["setting"] else "pgbct (λ sweep)"
+        curves.setdefault(name, []).append((p["size"], p["train"]))
     for (method, size), v in baselines.items():
         curves.setdefault(method, []).append((size, v["train"]))
     effect_vs_size(curves, out / "curve.png", "effect, train pairs")
