@@ -33,7 +33,8 @@ from catlit.tracing import circuits, memory, suite  # noqa: E402
 METHODS = ["pgbct", "topk", "greedy", "greedy_backward", "atp", "atp_ig", "hardconcrete", "random"]
 RANKING = {"loss": "relative", "schedule": "constant", "lambda1": 5e-4, "lambda2": 5e-4}
 VARIANTS = {  # PGB-CT settings compared by the study (each over SEARCH, conf/search/default.yaml)
-    "default: scaled, constant λ=0.05": {},
+    "default: pooled, constant λ=0.05": {},
+    "scaled, constant λ=0.05": {"loss": "scaled"},
     "inverse (the paper's loss), constant λ=0.05": {"loss": "inverse"},
     "inverse, linear λ=0.05": {"loss": "inverse", "schedule": "linear"},
     "inverse, constant λ=0.02": {"loss": "inverse", "schedule": "constant", "lambda1": 0.02, "lambda2": 0.02},

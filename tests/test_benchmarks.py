@@ -36,6 +36,8 @@ def test_tracing_benchmark_scores_every_search_at_every_size():
     # greedy's first pick is the best single component: no other single component does better
     for name in methods:
         assert rows[0]["greedy"] >= rows[0][name] - 1e-6
+    rows, _, _, _ = compare(2, 4, 16, [1, 3], n_pairs=4, length=6, epochs=2, greedy=False)  # --no-greedy
+    assert all("greedy" not in row and math.isnan(row["greedy time"]) for row in rows)
 
 
 def test_tracing_suite_prints_every_method_and_case(capsys):

@@ -311,7 +311,7 @@ def test_trace_py_model_smollm2_on_winobias(tmp_path, smollm2, pgbct_data):
 
 def test_the_default_search_selects_heads_where_smollm2s_bias_is_small(tmp_path, smollm2, pgbct_data):
     """WinoBias's bias on SmolLM2 is small (the full patch moves the odds by ~10%): with the paper's
-    inverse loss λ1 = 0.05 pushes every head below z = 0.5; the default scaled loss keeps some."""
+    inverse loss λ1 = 0.05 pushes every head below z = 0.5; the default pooled loss keeps some."""
     from catlit.tracing.run import setup
     from catlit.tracing.search import loss_scale, pgbct
     from catlit.tracing.settings import SearchSettings
@@ -323,8 +323,8 @@ def test_the_default_search_selects_heads_where_smollm2s_bias_is_small(tmp_path,
     torch.set_num_threads(1)
     tracer, train_idx, _, _ = setup(cfg)
     settings = SearchSettings.from_config(cfg.search).replace(epochs=3)
-    assert settings.loss == "scaled" and settings.lambda1 == 0.05
-    assert loss_scale(tracer, train_idx, "scaled") < 0.5  # a small effect: the unit is the full patch's
+    assert settings.loss == "pooled" and settings.lambda1 == 0.05
+    assert loss_scale(tracer, train_idx, "pooled") < 0.5  # a small effect: the unit is the full patch's
     assert pgbct(tracer, train_idx, settings.replace(loss="inverse")).threshold() == []
     assert len(pgbct(tracer, train_idx, settings).threshold()) >= 1
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from catlit.tracing.compare import main
+from catlit.tracing.settings import SearchSettings
 from tests.helpers.traces import hydra_record
 
 
@@ -53,6 +55,22 @@ def test_unfinished_and_damaged_runs_are_named_and_counted_not_dropped_silently(
     assert f"skipped {tmp_path / 's2'}: unfinished" in captured.err
     assert f"skipped {tmp_path / 's3' / 'metrics.json'}: unreadable (JSONDecodeError" in captured.err
     assert "2 trace run(s) skipped" in captured.err
+
+
+def test_a_run_traced_before_a_default_changed_is_named_by_what_it_ran_with(tmp_path, capsys):
+    today = SearchSettings.preset()
+    before = {"search": {**dataclasses.asdict(today), "loss": "scaled"}}  # the default loss until it changed
+    trace_run(tmp_path / "old" / "s1", 1, {"pgbct": {5: 20.0}}, 100.0)
+    hydra_record(tmp_path / "old" / "s1", 1, recorded=before)
+    trace_run(tmp_path / "asked" / "s2", 1, {"pgbct": {5: 40.0}}, 100.0)  # the same loss, asked for by name
+    hydra_record(tmp_path / "asked" / "s2", 2, overrides=("search.loss=scaled",), recorded=before)
+    trace_run(tmp_path / "new" / "s1", 1, {"pgbct": {5: 60.0}}, 100.0)
+    hydra_record(tmp_path / "new" / "s1", 1, recorded={"search": dataclasses.asdict(today)})
+    assert main([str(tmp_path), "--out", str(tmp_path / "out"), "--size", "5"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("| method | seed 2 | seed 1 |")
+    assert "| pgbct | - | 0.600 | 0.600 |" in out  # today's default
+    assert "| pgbct (default, search.loss=scaled) | 0.400 | 0.200 |" in out  # one row: one setting, two seeds
 
 
 def test_other_search_settings_are_labelled_and_stand_beside_their_seeds_baselines(tmp_path, capsys):

@@ -402,7 +402,7 @@ def test_every_tracing_experiment_composes_with_its_task_and_model(tmp_path):
         task = name.split("_")[1]
         assert cfg.pairs.loader._target_ == f"catlit.tracing.datasets.{task}", name
         assert cfg.model.path == "HuggingFaceTB/SmolLM2-135M-Instruct" and cfg.task_name == name
-        assert cfg.search.loss == "scaled" and "all" in cfg.baselines.methods
+        assert cfg.search.loss == "pooled" and "all" in cfg.baselines.methods
     professions = compose_cfg(tmp_path, ["experiment=trace_professions_smollm2"], config_name="trace")
     assert professions.components == ["mlp"] and professions.pairs.sample == 100
     assert not {"topk", "greedy", "greedy_backward"} & set(professions.baselines.methods)

@@ -39,7 +39,10 @@ def test_composed_config_gives_the_same_settings(tmp_path):
     ("changes", "message"),
     [
         ({"epochs": 0}, "search.epochs=0: must be an integer >= 1"),
-        ({"loss": "hinge"}, "search.loss='hinge': must be one of inverse, scaled, negative, relative"),
+        (
+            {"loss": "hinge"},
+            "search.loss='hinge': must be one of inverse, scaled, pooled, negative, relative",
+        ),
         ({"schedule": "cosine"}, "search.schedule='cosine': must be one of"),
         ({"lr": 0.1}, "search.lr=0.1: must be a rate per component kind"),
         ({"lr": {"heads": 50}}, r"search.lr.heads=50: must be a number in \(0, 10\]"),

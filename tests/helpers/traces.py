@@ -17,11 +17,19 @@ def write_selection(folder, components, size=None, effect=(1.0, 1.0)):
 
 
 def hydra_record(
-    folder, seed: int, search: str = "default", overrides: tuple[str, ...] = (), config: bool = True
+    folder,
+    seed: int,
+    search: str = "default",
+    overrides: tuple[str, ...] = (),
+    config: bool = True,
+    recorded: dict | None = None,
 ) -> None:
     """What trace.py leaves beside its results: config.yaml (unless `config` is false: the caller
-    writes its own) and Hydra's .hydra/ record of the choices and overrides."""
+    writes its own) and Hydra's .hydra/ record of the choices and overrides (and, given `recorded`,
+    of the composed config: `{"search": {...}}`)."""
     (folder / ".hydra").mkdir()
+    if recorded is not None:
+        (folder / ".hydra" / "config.yaml").write_text(json.dumps(recorded))
     if config:
         (folder / "config.yaml").write_text(f"seed: {seed}\n")
     choices = {"hydra": {"runtime": {"choices": {"search": search, "pairs": "ioi", "model": "smollm2"}}}}

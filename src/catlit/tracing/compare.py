@@ -30,6 +30,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from catlit.configs import config_dir
 from catlit.files import write_text
 from catlit.plotting import pyplot, save
 from catlit.rundir import is_finished
@@ -158,9 +159,29 @@ def search_setting(run: Path, leave_out: tuple[str, ...] = ()) -> str:
         if (key.startswith("search.") or key in SEARCHED) and key not in leave_out
     ]
     preset = choices.get("search", "default")
+    changed += changed_since(hydra_dir / "config.yaml", preset, {k for k in keys if k.startswith("search.")})
     if preset == "default" and not changed:
         return ""
     return ", ".join([preset, *changed])
+
+
+def changed_since(recorded: Path, preset: str, overridden: set[str]) -> list[str]:
+    """`search.<key>=<value>` for each setting (a number or a name) the run recorded with another value
+    than its preset's file has today, where no override set it: a run traced before a default changed
+    is named by what it ran with, not as today's default."""
+    file = Path(config_dir()) / "search" / f"{preset}.yaml"
+    if not (recorded.is_file() and file.is_file()):
+        return []
+    was = OmegaConf.to_container(OmegaConf.load(recorded)).get("search") or {}
+    now = OmegaConf.to_container(OmegaConf.load(file))
+    return [
+        f"search.{key}={was[key]}"
+        for key, value in now.items()
+        if f"search.{key}" not in overridden
+        and key in was
+        and not isinstance(value, (dict, list))
+        and was[key] != value
+    ]
 
 
 def _seed(run: Path):

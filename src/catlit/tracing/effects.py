@@ -12,8 +12,14 @@ A multi-token candidate's log p is the mean of its tokens' log probabilities (th
 geometric mean). The `inverse` loss, mean 1/(1+e) = mean exp(−Δ), is the paper's; `scaled` is
 mean exp(−Δ / u), u = min(1, |mean Δ(all)|): the inverse loss wherever patching every component moves
 the score by a unit or more, and otherwise the same loss with the full patch's Δ as the unit, so that a
-small effect (a real model's bias, odds × 1.1) is not drowned by penalties sized for large ones;
-`negative` is −e; `relative` is −e / |E(all)|, the mean effect of patching every component (scale-free).
+small effect (a real model's bias, odds × 1.1) is not drowned by penalties sized for large ones.
+`pooled` (the default) is exp(−mean Δ / u), the same unit: the pairs' Δ are averaged *before* the
+exponential. Per pair, exp(−Δ/u) weighs each pair by how far the patch leaves it behind, so where u is
+small and the pairs spread around it (Winogender on SmolLM2: mean Δ(all) 0.03, per-pair Δ from −0.2
+to 0.47) the few pairs the patch moves the wrong way decide the whole search (one pair weighs 566
+against a median of 1); pooled, every pair weighs 1/n and the loss stays bounded in (0, 1], so λ
+still competes with it as it does with the inverse loss. `negative` is −e; `relative` is −e / |E(all)|,
+the mean effect of patching every component (scale-free).
 With one-token candidates, Δ of the odds equals Δ of the logit difference (the softmax normaliser
 cancels), so 1/(1+e_odds) = exp(−Δ logit diff).
 """
@@ -23,7 +29,7 @@ from __future__ import annotations
 import torch
 
 EFFECTS = ("odds", "prob_drop", "logit_diff")
-LOSSES = ("inverse", "scaled", "negative", "relative")
+LOSSES = ("inverse", "scaled", "pooled", "negative", "relative")
 N_CANDIDATES = {"odds": 2, "prob_drop": 1, "logit_diff": 2}
 
 
@@ -74,12 +80,16 @@ def effect_of(delta: torch.Tensor, effect: str) -> torch.Tensor:
 
 
 def effect_loss(delta: torch.Tensor, effect: str, loss: str = "inverse", scale: float = 1.0) -> torch.Tensor:
-    """inverse: mean 1/(1+e); scaled: mean exp(−Δ / scale) (scale = min(1, |mean Δ(all)|)); negative: −mean e;
+    """inverse: mean 1/(1+e); scaled: mean exp(−Δ / scale) (scale = min(1, |mean Δ(all)|)); pooled:
+    exp(−mean Δ / scale) (the same scale; over the pairs of the call, so a search in chunks pools each
+    chunk); negative: −mean e;
     relative: −mean e / scale (scale = |E(all)|, so the penalties' λ is a share of the full patch's
     effect, whatever the effect's units)."""
     if loss == "inverse":
         return torch.exp(-delta).mean()
     if loss == "scaled":
         return torch.exp(-delta / scale).mean()
+    if loss == "pooled":
+        return torch.exp(-delta.mean() / scale)
     value = -effect_of(delta, effect).mean()
     return value / scale if loss == "relative" else value

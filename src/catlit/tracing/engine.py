@@ -210,7 +210,7 @@ class Tracer:
         return scores - self.base_scores(batch)
 
     def loss(self, batch, mask, cache, loss: str = "inverse", scale: float = 1.0):
-        """(effect loss, per-pair Δ) with `mask` applied; `scale` is the `relative`/`scaled` loss's unit."""
+        """(effect loss, per-pair Δ) with `mask` applied; `scale` is the loss's unit (see `loss_scale`)."""
         delta = self.delta(batch, mask, cache)
         return effect_loss(delta, self.effect, loss, scale), delta
 

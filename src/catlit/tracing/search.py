@@ -3,7 +3,7 @@
 The model stays frozen; the only trainable tensors are the mask's groups (one per component kind),
 initialised to `init`. Each step minimises
 
-    effect loss (mean 1/(1+e) by default)  +  λ1(t)·Σ|z|  +  λ2(t)·Σ z(1−z)
+    effect loss (exp(−mean Δ / u) by default)  +  λ1(t)·Σ|z|  +  λ2(t)·Σ z(1−z)
 
 with Adam (one learning rate per component kind) and clamps z to [0, 1] after the step (projected
 gradient). λ(t) follows a schedule on the epoch t: constant λ, linear λ(t+1), exp λ·2^t, poly λ·t².
@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import torch
 
 from catlit.schedules import Schedule
+from catlit.tracing.effects import effect_loss
 from catlit.tracing.engine import Tracer
 from catlit.tracing.settings import SearchSettings
 
@@ -119,8 +120,8 @@ def pgbct(
 
 def loss_scale(tracer: Tracer, indices: list[int], loss: str) -> float:
     """The loss's unit, from one evaluation of the full patch on the pairs: |E(all)| for `relative`,
-    min(1, |mean Δ(all)|) for `scaled` (see catlit.tracing.effects), 1 otherwise."""
-    if loss not in ("relative", "scaled"):
+    min(1, |mean Δ(all)|) for `scaled` and `pooled` (see catlit.tracing.effects), 1 otherwise."""
+    if loss not in ("relative", "scaled", "pooled"):
         return 1.0
     prepared = tracer.prepare(indices)
     full = tracer.space.full(1.0, device=tracer.device)
@@ -142,14 +143,13 @@ def loss_scale(tracer: Tracer, indices: list[int], loss: str) -> float:
 
 
 def hard_objective(tracer, indices: list[int], chosen: list[int], loss: str, scale: float = 1.0) -> float:
-    """The effect loss of the hard mask on `chosen`, averaged over the pairs (no gradient)."""
+    """The effect loss of the hard mask on `chosen` over the pairs (no gradient)."""
     mask = tracer.space.from_indices(chosen, tracer.device)
-    total = 0.0
     with torch.no_grad():
-        for batch in tracer.batches(indices):
-            value, _ = tracer.loss(batch, mask, tracer.source_cache(batch), loss, scale)
-            total += float(value) * batch.n_pairs
-    return total / max(len(indices), 1)
+        deltas = [tracer.delta(batch, mask, tracer.source_cache(batch)) for batch in tracer.batches(indices)]
+    if not deltas:
+        return 0.0
+    return float(effect_loss(torch.cat(deltas), tracer.effect, loss, scale))
 
 
 def _chunks(indices: list[int], size: int | None) -> list[list[int]]:
@@ -160,21 +160,43 @@ def _chunks(indices: list[int], size: int | None) -> list[list[int]]:
 def accumulate_effect_loss(
     tracer: Tracer, indices: list[int], z: dict, loss: str, chunk: int | None, scale: float = 1.0
 ) -> float:
-    """Backward the mean effect loss over `indices`, `chunk` pairs per forward/backward (the gradient
+    """Backward the effect loss over `indices`, `chunk` pairs per forward/backward (the gradient
     adds up to the whole batch's, so the pairs never have to fit in memory at once)."""
+    parts = _chunks(indices, chunk)
+    if loss == "pooled" and len(parts) > 1:
+        return _accumulate_pooled(tracer, indices, parts, z, scale)
     total = 0.0
-    for part in _chunks(indices, chunk):
+    for part in parts:
         batch = tracer.batch(part)
         value, _ = tracer.loss(batch, z, tracer.source_cache(batch), loss, scale)
         weighted = value * (len(part) / len(indices))
-        if not torch.isfinite(weighted):
-            raise FloatingPointError(
-                f"PGB-CT: the effect loss is {value.item()}: the model's outputs on the pairs are not finite "
-                "(a NaN or inf in its weights?); tracing stops"
-            )
+        _check_finite(weighted)
         weighted.backward()
         total += float(weighted.detach())
     return total
+
+
+def _accumulate_pooled(tracer: Tracer, indices, parts, z: dict, scale: float) -> float:
+    """exp(−mean Δ / u) does not split into a sum over chunks; its gradient is −exp(−m/u)/u · ∂m (m the
+    mean Δ over every pair), so one pass without gradient finds m and each chunk backs its share of ∂m:
+    the whole batch's gradient, for one more forward pass per step."""
+    batches = [tracer.batch(part) for part in parts]
+    with torch.no_grad():
+        m = sum(float(tracer.delta(b, z, tracer.source_cache(b)).sum()) for b in batches) / len(indices)
+    value = torch.tensor(math.exp(-m / scale))
+    _check_finite(value)
+    for batch in batches:
+        share = tracer.delta(batch, z, tracer.source_cache(batch)).sum() / len(indices)
+        (-float(value) / scale * share).backward()
+    return float(value)
+
+
+def _check_finite(value: torch.Tensor) -> None:
+    if not torch.isfinite(value):
+        raise FloatingPointError(
+            f"PGB-CT: the effect loss is {value.item()}: the model's outputs on the pairs are not finite "
+            "(a NaN or inf in its weights?); tracing stops"
+        )
 
 
 def _search(tracer, indices, start, s: SearchSettings, seed: int, scale: float) -> SearchResult:

@@ -78,7 +78,7 @@ class SearchSettings(_Settings):
     lambda1: float  # L1: sum |z|
     lambda2: float  # binarisation: sum z(1-z)
     schedule: str  # of both lambdas over epochs
-    loss: str  # effect loss: inverse | negative | relative
+    loss: str  # effect loss: one of catlit.tracing.effects.LOSSES
     init: float  # z at the start
     restarts: int  # > 1: knock-out, then random starts; the best kept
 
