@@ -6,6 +6,7 @@ import math
 import sys
 
 import pytest
+import torch
 from benchmarks.attention_capture import METHODS, bench_loss, step_worker
 from benchmarks.iclm_cost import CONFIGS as ICLM_CONFIGS
 from benchmarks.iclm_cost import step_worker as iclm_step_worker
@@ -100,3 +101,12 @@ def test_real_model_benchmark_measures_the_answer_only_evaluation_loss(smollm2):
     full, answers = eval_worker("full logits", 2), eval_worker("answer only", 2)  # in this process
     assert answers["ce"] == pytest.approx(full["ce"], rel=1e-4)  # the same loss
     assert full["shape"][0] == answers["shape"][0] == 128 and full["s"] > 0 and answers["s"] > 0
+
+
+def test_pair_deltas_shows_the_per_pair_loss_following_its_worst_pair():
+    from benchmarks.pair_deltas import weights
+
+    delta = torch.tensor([-0.2, 0.0, 0.03, 0.1, 0.47])
+    scaled, pooled = (weights(delta, "odds", loss, 0.03) for loss in ("scaled", "pooled"))
+    assert scaled.sum().item() == pytest.approx(1.0) and scaled.argmax().item() == 0 and scaled[0] > 0.9
+    assert torch.allclose(pooled, torch.full((5,), 0.2))
