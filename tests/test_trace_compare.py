@@ -71,6 +71,9 @@ def test_a_run_traced_before_a_default_changed_is_named_by_what_it_ran_with(tmp_
     assert out.startswith("| method | seed 2 | seed 1 |")
     assert "| pgbct | - | 0.600 | 0.600 |" in out  # today's default
     assert "| pgbct (default, search.loss=scaled) | 0.400 | 0.200 |" in out  # one row: one setting, two seeds
+    runs = (tmp_path / "out" / "runs.md").read_text()  # the command re-runs what it ran with
+    assert f"`python trace.py seed=1 search.loss=scaled hydra.run.dir={tmp_path / 'old' / 's1'}`" in runs
+    assert f"`python trace.py seed=1 hydra.run.dir={tmp_path / 'new' / 's1'}`" in runs
 
 
 def test_other_search_settings_are_labelled_and_stand_beside_their_seeds_baselines(tmp_path, capsys):

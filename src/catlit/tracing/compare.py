@@ -228,14 +228,19 @@ def merge_seeds(rows: list[dict]) -> list[dict]:
 
 
 def commands(rows: list[dict]) -> str:
-    """Each column's runs and the command that reproduces each, from Hydra's record of the run (a
-    run without one, written by hand, is listed without a command)."""
+    """Each column's runs and the command that reproduces each, from Hydra's record of the run (with
+    the settings whose default has changed since, `changed_since`; a run without a record, written by
+    hand, is listed without a command)."""
     lines = ["Each column's runs and the command that reproduces each (from Hydra's record of the run):", ""]
     for r in rows:
         for run in r.get("paths", []):
             record = run / ".hydra" / "overrides.yaml"
             if record.is_file():
                 overrides = [str(o) for o in OmegaConf.load(record)]
+                keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+                choices = OmegaConf.load(run / ".hydra" / "hydra.yaml").hydra.runtime.choices
+                preset = choices.get("search", "default")
+                overrides += changed_since(run / ".hydra" / "config.yaml", preset, keys)
                 command = shlex.join(["python", "trace.py", *overrides, f"hydra.run.dir={run}"])
                 lines.append(f"- {r['run']}: `{command}`")
             else:
