@@ -16,6 +16,12 @@ A page marks each generated table with a directive and an end marker:
     ...`catlit-attention-mass`'s CSV as a table: the share of attention per role...
     <!-- end generated -->
 
+    <!-- generated: shares {"tasks": {"IOI": ["trace_smollm2/ioi/compare_k5.csv"]},
+         "methods": {"greedy": "greedy", "PGB-CT": "pgbct"}} -->
+    ...one row per task, one column per method: the mean over runs of the method's share in each of
+    `catlit-trace-compare`'s CSVs for the task (several: "a / b"), with the number of runs...
+    <!-- end generated -->
+
 Paths are relative to docs/. `python scripts/docs_tables.py` rewrites every block of README.md and
 docs/*.md from the files; `--check` writes nothing and fails, naming the page and the block, where
 a page's table and its report disagree (the test suite runs it).
@@ -94,6 +100,32 @@ def render_mass(path: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_shares(spec: dict, page: Path) -> str:
+    """Each task's mean share per method over the runs of `catlit-trace-compare`'s CSVs (with the
+    number of runs; "–": the method has no column there, it was not run on the task)."""
+    methods, seen = spec["methods"], set()
+    lines = ["| task | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    for task, files in spec["tasks"].items():
+        tables = []
+        for name in files:
+            with (DOCS / name).open() as handle:
+                tables.append(list(csv.DictReader(handle)))
+        cells = []
+        for column in methods.values():
+            parts = []
+            for rows in tables:
+                values = [float(r[column]) for r in rows if r.get(column) not in (None, "", "nan")]
+                seen.update([column] if rows and column in rows[0] else [])
+                parts.append(f"{sum(values) / len(values):.3f} ({len(values)})" if values else "–")
+            cells.append(" / ".join(parts) if any(p != "–" for p in parts) else "–")
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    missing = [c for c in methods.values() if c not in seen]
+    if missing:
+        raise ValueError(f"{page}: no table of {sorted({f for fs in spec['tasks'].values() for f in fs})} "
+                         f"has a column {missing}")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def render(kind: str, argument: str, page: Path) -> str:
     if kind == "include":
         return (DOCS / argument).read_text().strip() + "\n"
@@ -101,7 +133,9 @@ def render(kind: str, argument: str, page: Path) -> str:
         return render_rows(json.loads(argument), page)
     if kind == "mass":
         return render_mass(DOCS / argument)
-    raise ValueError(f"{page}: unknown generated block {kind!r} (include, rows, mass)")
+    if kind == "shares":
+        return render_shares(json.loads(argument), page)
+    raise ValueError(f"{page}: unknown generated block {kind!r} (include, rows, mass, shares)")
 
 
 def pages(root: Path = ROOT) -> list[Path]:

@@ -53,6 +53,20 @@ def test_a_table_that_drifts_from_its_report_is_caught():
                                            "settings": ["cat α=9"]}]}, page)  # fmt: skip
 
 
+def test_the_answer_table_is_the_mean_share_of_each_method_over_the_compare_csvs(tmp_path, monkeypatch):
+    monkeypatch.setattr(docs_tables, "DOCS", tmp_path)
+    (tmp_path / "a.csv").write_text("run,size,all,pgbct,greedy\nseed 1,5,2.0,0.5,0.9\nseed 2,5,1.0,0.7,\n")
+    (tmp_path / "b.csv").write_text("run,size,all,pgbct\nseed 1,50,3.0,0.25\n")
+    spec = {"tasks": {"IOI": ["a.csv"], "Prof (50 / 200)": ["b.csv", "a.csv"]},
+            "methods": {"PGB-CT": "pgbct", "greedy": "greedy"}}  # fmt: skip
+    table = docs_tables.render_shares(spec, tmp_path / "page.md").splitlines()
+    assert table[0] == "| task | PGB-CT | greedy |"
+    assert table[2] == "| IOI | 0.600 (2) | 0.900 (1) |"  # a run without the method: not counted
+    assert table[3] == "| Prof (50 / 200) | 0.250 (1) / 0.600 (2) | – / 0.900 (1) |"  # not run on b: –
+    with pytest.raises(ValueError, match=r"has a column \['atp'\]"):  # a name no table has: a typo
+        docs_tables.render_shares({**spec, "methods": {"AtP": "atp"}}, tmp_path / "page.md")
+
+
 def test_results_tables_are_generated_not_typed():
     """A table of accuracies (an "IID acc" column) on any page lies inside a generated block."""
     typed = []
