@@ -166,3 +166,21 @@ def test_figures_stay_readable_with_many_settings(tmp_path):
     assert width > 7.0 and height > 3.0  # widened by the legend, and tall enough for its 25 rows
     png_width, png_height = struct.unpack(">II", (tmp_path / "f.png").read_bytes()[16:24])
     assert abs(png_width - width * 100) < 1 and abs(png_height - height * 100) < 1  # the saved figure
+
+
+def test_settings_an_experiment_sets_are_not_taken_for_a_changed_default(tmp_path, capsys):
+    from catlit.tracing.compare import search_setting
+
+    today = {**dataclasses.asdict(SearchSettings.preset()), "epochs": 30}  # the experiment's own epochs
+    for name, loss in (("now", "pooled"), ("before", "scaled")):
+        (tmp_path / name).mkdir()
+        recorded = {"search": {**today, "loss": loss}}
+        hydra_record(
+            tmp_path / name, 1, overrides=("experiment=trace_professions_smollm2",), recorded=recorded
+        )
+    assert search_setting(tmp_path / "now") == ""
+    assert search_setting(tmp_path / "before") == "default, search.loss=scaled"
+    (tmp_path / "gone").mkdir()  # an option renamed since: named in a warning, compared with nothing
+    hydra_record(tmp_path / "gone", 1, overrides=("pairs=renamed",), recorded={"search": {"loss": "scaled"}})
+    assert search_setting(tmp_path / "gone") == ""
+    assert f"warning: {tmp_path / 'gone'}: its overrides no longer compose" in capsys.readouterr().err

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import io
 import json
 import math
@@ -159,21 +160,32 @@ def search_setting(run: Path, leave_out: tuple[str, ...] = ()) -> str:
         if (key.startswith("search.") or key in SEARCHED) and key not in leave_out
     ]
     preset = choices.get("search", "default")
-    changed += changed_since(hydra_dir / "config.yaml", preset, {k for k in keys if k.startswith("search.")})
+    changed += changed_since(run)
     if preset == "default" and not changed:
         return ""
     return ", ".join([preset, *changed])
 
 
-def changed_since(recorded: Path, preset: str, overridden: set[str]) -> list[str]:
-    """`search.<key>=<value>` for each setting (a number or a name) the run recorded with another value
-    than its preset's file has today, where no override set it: a run traced before a default changed
-    is named by what it ran with, not as today's default."""
-    file = Path(config_dir()) / "search" / f"{preset}.yaml"
-    if not (recorded.is_file() and file.is_file()):
+def changed_since(run: Path) -> list[str]:
+    """`search.<key>=<value>` for each search setting (a number or a name) the run recorded with another
+    value than its own overrides compose to today, where no override set it: a run traced before a
+    default changed is named by what it ran with, not as today's default. A record that no longer
+    composes (an option since renamed) is named in a warning and compared with nothing."""
+    hydra_dir = run / ".hydra"
+    files = [hydra_dir / f for f in ("config.yaml", "overrides.yaml", "hydra.yaml")]
+    if not all(f.is_file() for f in files):
         return []
-    was = OmegaConf.to_container(OmegaConf.load(recorded)).get("search") or {}
-    now = OmegaConf.to_container(OmegaConf.load(file))
+    overrides = tuple(str(o) for o in OmegaConf.load(files[1]))
+    config_name = OmegaConf.select(OmegaConf.load(files[2]), "hydra.job.config_name", default="trace")
+    try:
+        now = _composed_search(config_name, overrides)
+    except Exception as err:  # whatever stops the composition: reported, never fatal to a comparison
+        print(
+            f"warning: {run}: its overrides no longer compose ({type(err).__name__}: {err})", file=sys.stderr
+        )
+        return []
+    was = OmegaConf.to_container(OmegaConf.load(files[0])).get("search") or {}
+    overridden = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
     return [
         f"search.{key}={was[key]}"
         for key, value in now.items()
@@ -182,6 +194,16 @@ def changed_since(recorded: Path, preset: str, overridden: set[str]) -> list[str
         and not isinstance(value, (dict, list))
         and was[key] != value
     ]
+
+
+@functools.cache
+def _composed_search(config_name: str, overrides: tuple[str, ...]) -> dict:
+    """The `search` section that `overrides` compose to with today's conf/ (what rerunning gives)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
+        cfg = compose(config_name, overrides=list(overrides))
+    return OmegaConf.to_container(cfg.search, resolve=True)
 
 
 def _seed(run: Path):
@@ -237,10 +259,7 @@ def commands(rows: list[dict]) -> str:
             record = run / ".hydra" / "overrides.yaml"
             if record.is_file():
                 overrides = [str(o) for o in OmegaConf.load(record)]
-                keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
-                choices = OmegaConf.load(run / ".hydra" / "hydra.yaml").hydra.runtime.choices
-                preset = choices.get("search", "default")
-                overrides += changed_since(run / ".hydra" / "config.yaml", preset, keys)
+                overrides += changed_since(run)
                 command = shlex.join(["python", "trace.py", *overrides, f"hydra.run.dir={run}"])
                 lines.append(f"- {r['run']}: `{command}`")
             else:
