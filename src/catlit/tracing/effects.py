@@ -16,10 +16,10 @@ small effect (a real model's bias, odds × 1.1) is not drowned by penalties size
 `pooled` (the default) is exp(−mean Δ / u), the same unit: the pairs' Δ are averaged *before* the
 exponential. Per pair, exp(−Δ/u) weighs each pair by how far the patch leaves it behind, so where u is
 small and the pairs spread around it (Winogender on SmolLM2: mean Δ(all) 0.03, per-pair Δ from −0.2
-to 0.47) the few pairs the patch moves the wrong way decide the whole search (one pair weighs 566
-against a median of 1); pooled, every pair weighs 1/n and the loss stays bounded in (0, 1], so λ
-still competes with it as it does with the inverse loss. `negative` is −e; `relative` is −e / |E(all)|,
-the mean effect of patching every component (scale-free).
+to 0.47) the few pairs the patch moves the wrong way decide the whole search (one pair of 35 carries
+69% of a step's gradient: benchmarks/pair_deltas.py); pooled, every pair weighs 1/n and the loss
+stays bounded in (0, 1], so λ still competes with it as it does with the inverse loss. `negative` is
+−e; `relative` is −e / |E(all)|, the mean effect of patching every component (scale-free).
 With one-token candidates, Δ of the odds equals Δ of the logit difference (the softmax normaliser
 cancels), so 1/(1+e_odds) = exp(−Δ logit diff).
 """
@@ -81,8 +81,8 @@ def effect_of(delta: torch.Tensor, effect: str) -> torch.Tensor:
 
 def effect_loss(delta: torch.Tensor, effect: str, loss: str = "inverse", scale: float = 1.0) -> torch.Tensor:
     """inverse: mean 1/(1+e); scaled: mean exp(−Δ / scale) (scale = min(1, |mean Δ(all)|)); pooled:
-    exp(−mean Δ / scale) (the same scale; over the pairs of the call, so a search in chunks pools each
-    chunk); negative: −mean e;
+    exp(−mean Δ / scale) (the same scale; the mean over the pairs of the call: a search in chunks pools
+    the whole batch first, catlit.tracing.search); negative: −mean e;
     relative: −mean e / scale (scale = |E(all)|, so the penalties' λ is a share of the full patch's
     effect, whatever the effect's units)."""
     if loss == "inverse":

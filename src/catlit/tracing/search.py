@@ -179,7 +179,8 @@ def accumulate_effect_loss(
 def _accumulate_pooled(tracer: Tracer, indices, parts, z: dict, scale: float) -> float:
     """exp(−mean Δ / u) does not split into a sum over chunks; its gradient is −exp(−m/u)/u · ∂m (m the
     mean Δ over every pair), so one pass without gradient finds m and each chunk backs its share of ∂m:
-    the whole batch's gradient, for one more forward pass per step."""
+    the whole batch's gradient, for one more pass without gradient per step (chunk by chunk, so memory
+    stays a chunk's)."""
     batches = [tracer.batch(part) for part in parts]
     with torch.no_grad():
         m = sum(float(tracer.delta(b, z, tracer.source_cache(b)).sum()) for b in batches) / len(indices)
