@@ -302,7 +302,7 @@ def test_peak_memory_counts_a_block_that_reuses_memory_an_earlier_block_freed():
     assert all(rise > 150 for rise in rises), rises  # freed memory kept resident once showed ~0 MB
 
 
-def test_resume_auto_skips_a_finished_trace_and_restarts_an_unfinished_one(trained_model, tmp_path):
+def test_resume_auto_skips_a_finished_trace_adds_methods_it_lacks_and_restarts_an_unfinished_one(trained_model, tmp_path):
     fast = [f"model.path={trained_model}", *TRACE_FAST, "baselines.methods=[atp,all]", "search.epochs=2"]
     cfg = compose_cfg(tmp_path, [*fast, "resume=auto"], "trace")
     run_dir = Path(cfg.paths.output_dir)
@@ -315,6 +315,14 @@ def test_resume_auto_skips_a_finished_trace_and_restarts_an_unfinished_one(train
     same = json.dumps(trace_run(cfg), sort_keys=True) == json.dumps(first, sort_keys=True)
     assert same  # finished: skipped, its metrics returned (NaN-safe comparison)
     assert (run_dir / "metrics.json").stat().st_mtime_ns == finished
+    grown = compose_cfg(tmp_path, [*fast, "baselines.methods=[random,all]", "resume=auto"], "trace")
+    saved = {p.name: p.stat().st_mtime_ns for p in (run_dir / "methods").iterdir()}
+    added = trace_run(grown)  # finished, but without random: random is added and nothing is lost
+    assert "random/k3/effect_heldout" not in first and "random/k3/effect_heldout" in added
+    for key in ("pgbct/effect_train", "atp/k3/effect_heldout", "atp/cpr"):
+        assert added[key] == pytest.approx(first[key]), key  # read from methods/, not recomputed
+    assert {n: (run_dir / "methods" / n).stat().st_mtime_ns for n in saved} == saved
+    assert store_names(run_dir) == ["all.pt", "atp.pt", "pgbct.pt", "random.pt"]
     fresh = compose_cfg(tmp_path, fast, "trace")  # without resume a finished trace is never overwritten
     with pytest.raises(FileExistsError, match="already holds a trace"):
         trace_run(fresh)

@@ -6,7 +6,8 @@ again from nothing.
 Each file records the settings that decide what the method computes; a trace that resumes with other
 settings is refused, naming them. What is computed after the methods (faithfulness `measures.*`, MIB
 files `mib.*`), `device` and which methods run are not among them; `baselines.sizes` is (greedy stops at
-the largest).
+the largest). A finished trace resumed with methods it lacks (`baselines.methods` grown) computes
+those and keeps the others, read from here.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from catlit.files import atomic_path
-from catlit.tracing.baselines import Ranking
+from catlit.tracing.baselines import BASELINES, Ranking
 from catlit.tracing.search import SearchResult
 
 FOLDER = "methods"
@@ -107,6 +108,12 @@ class MethodStore:
             "peak_mb": peak_mb,
         }
         self._save("pgbct", fields)
+
+    def with_saved(self, methods: list[str]) -> list[str]:
+        """`methods`, then the baselines this trace finished before and no longer lists (in the registry's
+        order): resuming with another `baselines.methods` adds methods, it never drops finished ones."""
+        saved = {p.stem for p in self.path.glob("*.pt")} if self.path.is_dir() else set()
+        return [*methods, *(m for m in BASELINES if m in saved and m not in methods)]
 
     def ranking(self, name: str) -> Ranking | None:
         saved = self._load(name)

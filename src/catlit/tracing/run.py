@@ -66,8 +66,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
         raise ValueError(f"resume={resume!r}: null (a fresh run directory) or auto")
     run_dir = RunDir(cfg.paths.output_dir)
     if resume == "auto" and is_finished(run_dir.path):  # a rerun sweep skips what it finished
-        print(f"run directory {run_dir.path} holds a finished trace: skipped (resume=auto)", flush=True)
-        return json.loads((run_dir / FINISHED).read_text())
+        done = json.loads((run_dir / FINISHED).read_text())
+        missing = [m for m in cfg.baselines.methods if f"{m}/wall_s" not in done]
+        if not missing:
+            print(f"run directory {run_dir.path} holds a finished trace: skipped (resume=auto)", flush=True)
+            return done
+        print(f"run directory {run_dir.path} holds a finished trace without {missing}: adding them, every "
+              "method it finished read from methods/ (resume=auto)", flush=True)  # fmt: skip
     store = MethodStore(run_dir.path, cfg)
     kept = str(store.path) if resume == "auto" and store.holds_any() else None  # methods it finished
     with run_dir.claim(kept, what="trace", restart_unfinished=resume == "auto"):
@@ -98,7 +103,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             Ranking("pgbct", [result.ranking()], result.wall_s, 2 * epochs + 2, epochs + 1, chosen=selected)
         ]
         rankings[0].peak_mb = pgbct_mb
-        for name in cfg.baselines.methods:
+        for name in store.with_saved(cfg.baselines.methods):  # a resumed trace keeps every method it ran
             rankings.append(
                 store.ranking(name)
                 or store.save_ranking(measured_cost(searched, lambda name=name: BASELINES[name](ctx)))
