@@ -302,7 +302,9 @@ def test_peak_memory_counts_a_block_that_reuses_memory_an_earlier_block_freed():
     assert all(rise > 150 for rise in rises), rises  # freed memory kept resident once showed ~0 MB
 
 
-def test_resume_auto_skips_a_finished_trace_adds_methods_it_lacks_and_restarts_an_unfinished_one(trained_model, tmp_path):
+def test_resume_auto_skips_a_finished_trace_adds_methods_it_lacks_and_restarts_an_unfinished_one(
+    trained_model, tmp_path
+):
     fast = [f"model.path={trained_model}", *TRACE_FAST, "baselines.methods=[atp,all]", "search.epochs=2"]
     cfg = compose_cfg(tmp_path, [*fast, "resume=auto"], "trace")
     run_dir = Path(cfg.paths.output_dir)
