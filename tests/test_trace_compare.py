@@ -60,17 +60,29 @@ def test_unfinished_and_damaged_runs_are_named_and_counted_not_dropped_silently(
 def test_a_run_traced_before_a_default_changed_is_named_by_what_it_ran_with(tmp_path, capsys):
     today = SearchSettings.preset()
     before = {"search": {**dataclasses.asdict(today), "loss": "scaled"}}  # the default loss until it changed
-    trace_run(tmp_path / "old" / "s1", 1, {"pgbct": {5: 20.0}}, 100.0)
+    trace_run(
+        tmp_path / "old" / "s1", 1, {"pgbct": {5: 20.0}, "hardconcrete": {5: 10.0}, "atp": {5: 5.0}}, 100.0
+    )
     hydra_record(tmp_path / "old" / "s1", 1, recorded=before)
     trace_run(tmp_path / "asked" / "s2", 1, {"pgbct": {5: 40.0}}, 100.0)  # the same loss, asked for by name
     hydra_record(tmp_path / "asked" / "s2", 2, overrides=("search.loss=scaled",), recorded=before)
-    trace_run(tmp_path / "new" / "s1", 1, {"pgbct": {5: 60.0}}, 100.0)
+    trace_run(tmp_path / "new" / "s1", 1, {"pgbct": {5: 60.0}, "hardconcrete": {5: 70.0}}, 100.0)
     hydra_record(tmp_path / "new" / "s1", 1, recorded={"search": dataclasses.asdict(today)})
     assert main([str(tmp_path), "--out", str(tmp_path / "out"), "--size", "5"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("| method | seed 2 | seed 1 |")
     assert "| pgbct | - | 0.600 | 0.600 |" in out  # today's default
     assert "| pgbct (default, search.loss=scaled) | 0.400 | 0.200 |" in out  # one row: one setting, two seeds
+    # hard-concrete trains with the search's settings: a row per setting, as PGB-CT's; AtP does not
+    methods = [line.split(" | ")[0][2:] for line in out.splitlines()[4:] if line.startswith("| ")]
+    assert methods == [
+        "pgbct",
+        "pgbct (default, search.loss=scaled)",
+        "atp",
+        "hardconcrete",
+        "hardconcrete (default, search.loss=scaled)",
+    ]
+    assert "| hardconcrete | - | 0.700 | 0.700 |" in out and "| atp | - | 0.050 | 0.050 |" in out
     runs = (tmp_path / "out" / "runs.md").read_text()  # the command re-runs what it ran with
     assert f"`python trace.py seed=1 search.loss=scaled hydra.run.dir={tmp_path / 'old' / 's1'}`" in runs
     assert f"`python trace.py seed=1 hydra.run.dir={tmp_path / 'new' / 's1'}`" in runs

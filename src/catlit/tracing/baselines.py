@@ -93,6 +93,9 @@ class Context:
 
 
 BASELINES: dict[str, Callable[[Context], Ranking]] = {}
+# baselines trained with the search's settings (its loss, λ1, schedule, epochs, rates), so their results
+# change with `search.*` as PGB-CT's do
+SEARCH_TRAINED = frozenset({"hardconcrete"})
 
 
 def baseline(name: str):

@@ -36,7 +36,7 @@ from catlit.files import write_text
 from catlit.plotting import pyplot, save
 from catlit.rundir import is_finished
 from catlit.stats import interval
-from catlit.tracing.baselines import BASELINES
+from catlit.tracing.baselines import BASELINES, SEARCH_TRAINED
 from catlit.tracing.plots import legend_beside, series_style
 
 
@@ -57,15 +57,14 @@ def collect(folders: list[Path], size: int | None = None) -> tuple[list[str], li
                 passed.append(f"{run / 'metrics.json'}: unreadable ({type(err).__name__}: {err})")
                 continue
             full = _all(metrics)
-            label = pgbct_label(run)
+            setting = search_setting(run)
             shares = {}
             for key, value in metrics.items():
                 if key.endswith(f"/k{k}/effect_heldout") and not key.startswith("all/"):
-                    method = key.split("/")[0]
-                    method = label if method == "pgbct" else method
+                    method = method_name(key.split("/")[0], setting)
                     shares[method] = value / full
                     methods.append(method)
-            measured = {(label if m == "pgbct" else m): _measures(metrics, m) for m in _methods(metrics)}
+            measured = {method_name(m, setting): _measures(metrics, m) for m in _methods(metrics)}
             rows.append(
                 {
                     "run": run.name,
@@ -84,7 +83,12 @@ def collect(folders: list[Path], size: int | None = None) -> tuple[list[str], li
     order = list(BASELINES)  # PGB-CT (each setting) first, then the registry's order
     return sorted(
         dict.fromkeys(methods),
-        key=lambda m: (not m.startswith("pgbct"), m != "pgbct", order.index(m) if m in order else 99, m),
+        key=lambda m: (
+            not m.startswith("pgbct"),
+            m != "pgbct",
+            order.index(_base(m)) if _base(m) in order else 99,
+            m,
+        ),
     ), named(merge_seeds(rows))
 
 
@@ -128,15 +132,22 @@ def _measures(metrics: dict, method: str) -> dict:
     return out
 
 
-def pgbct_label(run: Path) -> str:
-    """`pgbct`, or `pgbct (<search preset>, <overrides>)` where the run was traced otherwise
-    (read from Hydra's record of the run; a run without one, written by hand, is `pgbct`)."""
-    return pgbct_name(search_setting(run))
+def method_name(method: str, setting: str) -> str:
+    """A row's name: PGB-CT and the baselines trained with the search's settings (`SEARCH_TRAINED`:
+    hard-concrete) carry the run's search setting (`search_setting`; none for the default), the other
+    baselines do not depend on it."""
+    if setting and (method == "pgbct" or method in SEARCH_TRAINED):
+        return f"{method} ({setting})"
+    return method
 
 
 def pgbct_name(setting: str) -> str:
     """PGB-CT's row or curve name for a search setting (`search_setting`): `pgbct` for the default."""
-    return f"pgbct ({setting})" if setting else "pgbct"
+    return method_name("pgbct", setting)
+
+
+def _base(name: str) -> str:
+    return name.split(" (", 1)[0]
 
 
 SEARCHED = ("positions", "mode", "components", "intervention")  # besides search.*: what PGB-CT searches
