@@ -10,6 +10,11 @@ from catlit.tracing.settings import SearchSettings
 from tests.helpers.traces import hydra_record
 
 
+def row_names(table: str) -> list[str]:
+    """The method of each row of a compare table, below its size and all-components rows."""
+    return [line.split(" | ")[0][2:] for line in table.splitlines()[4:] if line.startswith("| ")]
+
+
 def trace_run(folder, size: int, effects: dict[str, dict[int, float]], full: float) -> None:
     folder.mkdir(parents=True)
     metrics = {"pgbct/size": size, "all/k8/effect_heldout": full}
@@ -74,8 +79,7 @@ def test_a_run_traced_before_a_default_changed_is_named_by_what_it_ran_with(tmp_
     assert "| pgbct | - | 0.600 | 0.600 |" in out  # today's default
     assert "| pgbct (default, search.loss=scaled) | 0.400 | 0.200 |" in out  # one row: one setting, two seeds
     # hard-concrete trains with the search's settings: a row per setting, as PGB-CT's; AtP does not
-    methods = [line.split(" | ")[0][2:] for line in out.splitlines()[4:] if line.startswith("| ")]
-    assert methods == [
+    assert row_names(out) == [
         "pgbct",
         "pgbct (default, search.loss=scaled)",
         "atp",
@@ -108,8 +112,7 @@ def test_other_search_settings_are_labelled_and_stand_beside_their_seeds_baselin
     out = capsys.readouterr().out
     assert out.startswith("| method | seed 1 · main/s1 | seed 2 | seed 1 · other_pairs/s1 | mean ± 95% |")
     assert "| *all components' effect* | 100 | 10 | 7 |  |" in out  # seed 1 on other pairs: its own column
-    methods = [line.split(" | ")[0][2:] for line in out.splitlines()[4:] if line.startswith("| ")]
-    assert methods == [
+    assert row_names(out) == [
         "pgbct",
         "pgbct (default, positions=last, intervention=mib)",
         "pgbct (default, search.loss=inverse)",
