@@ -156,7 +156,8 @@ SEARCHED = ("positions", "mode", "components", "intervention")  # besides search
 def search_setting(run: Path, leave_out: tuple[str, ...] = ()) -> str:
     """`<search preset>, <overrides>` of a run ("" for the default search): the `search.*` overrides and
     those of what is searched (`positions`, `mode`, `components`, `intervention`), leaving out the keys
-    in `leave_out` (e.g. `search.lambda1` for the points of a λ sweep)."""
+    in `leave_out` (e.g. `search.lambda1` for the points of a λ sweep), then the settings whose default
+    changed since the run (`changed_since`)."""
     hydra_dir = run / ".hydra"
     if not (hydra_dir / "hydra.yaml").is_file():
         return ""
@@ -164,7 +165,7 @@ def search_setting(run: Path, leave_out: tuple[str, ...] = ()) -> str:
     overrides = (
         list(OmegaConf.load(hydra_dir / "overrides.yaml")) if (hydra_dir / "overrides.yaml").is_file() else []
     )
-    keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
+    keys = [_override_key(o) for o in overrides]
     changed = [
         o
         for o, key in zip(overrides, keys)
@@ -196,7 +197,7 @@ def changed_since(run: Path) -> list[str]:
         )
         return []
     was = OmegaConf.to_container(OmegaConf.load(files[0])).get("search") or {}
-    overridden = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    overridden = {_override_key(o) for o in overrides}
     return [
         f"search.{key}={was[key]}"
         for key, value in now.items()
@@ -205,6 +206,11 @@ def changed_since(run: Path) -> list[str]:
         and not isinstance(value, (dict, list))
         and was[key] != value
     ]
+
+
+def _override_key(override: str) -> str:
+    """`search.loss` of `search.loss=relative` (and of `+search.loss=...`, `~search.loss`)."""
+    return str(override).split("=", 1)[0].lstrip("+~")
 
 
 @functools.cache
