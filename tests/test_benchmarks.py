@@ -110,3 +110,41 @@ def test_pair_deltas_shows_the_per_pair_loss_following_its_worst_pair():
     scaled, pooled = (weights(delta, "odds", loss, 0.03) for loss in ("scaled", "pooled"))
     assert scaled.sum().item() == pytest.approx(1.0) and scaled.argmax().item() == 0 and scaled[0] > 0.9
     assert torch.allclose(pooled, torch.full((5,), 0.2))
+
+
+def test_effect_resolution_reports_each_held_out_splits_interval_by_hand():
+    import statistics
+
+    from benchmarks.effect_resolution import pairs_needed, report
+
+    from catlit.stats import t95
+    from catlit.tracing.run import split_indices
+
+    effects = [0.3, -0.1, 0.2, 0.0, 0.5, -0.2, 0.1, 0.4, -0.3, 0.6]
+    text = report(lambda seed: effects, [1, 2], [0.5])
+    for seed in (1, 2):
+        held = [effects[i] for i in split_indices(len(effects), 0.5, seed)[1]]
+        half = t95(4) * statistics.stdev(held) / 5**0.5
+        holds = "yes" if abs(statistics.mean(held)) <= half else "no"
+        assert f"| {seed} | 0.5 | 5 | {statistics.mean(held):.4f} ± {half:.4f} | {holds} |" in text
+    assert pairs_needed(1.0, 0.5) == math.ceil((1.96 / 0.125) ** 2) == 246
+    assert pairs_needed(1.0, 0.0) == math.inf
+
+
+def test_effect_resolution_denominator_is_the_traces_all_components_effect(tmp_path, stg_corpus):
+    from benchmarks.effect_resolution import pair_effects
+
+    from catlit.tracing.run import setup
+    from tests.helpers.models import save_tiny_checkpoint
+    from tests.helpers.runs import compose_cfg
+
+    folder = save_tiny_checkpoint(tmp_path / "llama", "llama", stg_corpus)
+    cfg = compose_cfg(tmp_path, [f"model.path={folder}", "pairs.limit=12"], config_name="trace")
+    torch.manual_seed(0)
+    effects = pair_effects(cfg)
+    tracer, train, held, _ = setup(cfg)
+    assert len(effects) == len(train) + len(held) == 12
+    full = tracer.space.full(1.0, device=tracer.device)
+    expected = tracer.evaluate(full, tracer.prepare(held))  # what the trace scores `all` with
+    assert sum(effects[i] for i in held) / len(held) == pytest.approx(expected, rel=1e-5, abs=1e-7)
+    assert any(abs(e) > 1e-6 for e in effects)

@@ -199,3 +199,71 @@ def test_settings_an_experiment_sets_are_not_taken_for_a_changed_default(tmp_pat
     hydra_record(tmp_path / "gone", 1, overrides=("pairs=renamed",), recorded={"search": {"loss": "scaled"}})
     assert search_setting(tmp_path / "gone") == ""
     assert f"warning: {tmp_path / 'gone'}: its overrides no longer compose" in capsys.readouterr().err
+
+
+def test_records_regenerate_and_extend_the_tables_without_the_runs(tmp_path, capsys):
+    """--records copies each run's few-KB record beside the tables; the tables are then rebuilt from
+    the records alone (the runs deleted), and a new run joins them, with commands naming the runs'
+    own folders; a record of a run that is compared itself is not counted twice."""
+    import shutil
+
+    runs = tmp_path / "outputs" / "grid"
+    for seed in (1, 2):
+        trace_run(runs / str(seed - 1), 2, {"pgbct": {2: 40.0 * seed}}, 100.0)
+        hydra_record(runs / str(seed - 1), seed)
+    out = tmp_path / "docs"
+    assert main([str(runs), "--out", str(out), "--records"]) == 0
+    first = (out / "compare.md").read_text()
+    record = out / "records" / "grid" / "0"
+    assert {p.name for p in record.iterdir()} >= {"metrics.json", "selection.json", "config.yaml", ".hydra"}
+    assert json.loads((record / "record.json").read_text()) == {"run_dir": str(runs / "0")}
+    assert main([str(runs), str(out / "records"), "--out", str(out)]) == 0  # runs and their records
+    assert (out / "compare.md").read_text() == first  # each run once
+    shutil.rmtree(runs)
+    trace_run(runs / "2", 2, {"pgbct": {2: 120.0}}, 100.0)  # a new seed, traced after
+    hydra_record(runs / "2", 3)
+    capsys.readouterr()
+    assert main([str(out / "records"), str(runs), "--out", str(out), "--records"]) == 0
+    out_text = capsys.readouterr().out
+    assert "| pgbct | 0.400 | 0.800 | 1.200 | 0.800 ± " in out_text  # seeds 1-2 from records, 3 live
+    commands = (out / "runs.md").read_text()
+    assert f"hydra.run.dir={runs / '0'}" in commands and f"hydra.run.dir={runs / '2'}" in commands
+    assert str(out / "records") not in commands
+    assert (out / "records" / "grid" / "2" / "record.json").is_file()  # the new run kept too
+    elsewhere = tmp_path / "other" / "grid" / "0"  # another run that would land on a record's place
+    trace_run(elsewhere, 2, {"pgbct": {2: 1.0}}, 10.0)
+    hydra_record(elsewhere, 1)
+    try:
+        main([str(elsewhere), "--out", str(out), "--records"])
+    except FileExistsError as err:
+        assert f"holds the record of {runs / '0'}" in str(err)
+    else:
+        raise AssertionError("a record of another run was overwritten")
+
+
+def test_pairs_table_puts_an_interval_over_the_held_out_pairs_on_each_share(tmp_path, capsys):
+    """A set that does what every component does on each pair has share 1 with no spread; one at half
+    of it on every pair is separated from it; one that swings pair by pair is not."""
+    full = [1.0, 2.0, 0.5, 1.5, 1.0, 3.0, 0.8, 1.2]
+    swing = [1.4 * v if i % 2 else 0.0 for i, v in enumerate(full)]  # share 0.98, all on half the pairs
+    for seed in (1, 2):
+        folder = tmp_path / "grid" / str(seed - 1)
+        effects = {"pgbct": full, "atp": [0.5 * v for v in full], "topk": swing}
+        trace_run(folder, 2, {m: {2: sum(v) / len(v)} for m, v in effects.items()}, sum(full) / len(full))
+        hydra_record(folder, seed)
+        held = {"pairs": list(range(8)), "effects": {f"{m}/k2": v for m, v in effects.items()}}
+        held["effects"]["all/k8"] = full
+        (folder / "heldout.json").write_text(json.dumps(held))
+    assert main([str(tmp_path / "grid"), "--out", str(tmp_path / "out")]) == 0
+    text = (tmp_path / "out" / "compare_pairs.md").read_text()
+    assert text.startswith("| method | seed 1 (8 pairs) | seed 2 (8 pairs) |")
+    assert "| pgbct | 1.00 (1.00 to 1.00) best | 1.00 (1.00 to 1.00) best |" in text
+    assert "| atp | 0.50 (0.50 to 0.50) | " in text  # below the best on every resample
+    topk = next(line for line in text.splitlines() if line.startswith("| topk |"))
+    assert topk.count(" ~") == 2  # the pairs do not separate it from the best
+
+
+def test_runs_traced_without_per_pair_effects_get_no_pairs_table(tmp_path):
+    trace_run(tmp_path / "s1", 2, {"pgbct": {2: 1.0}}, 2.0)
+    assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    assert not (tmp_path / "out" / "compare_pairs.md").exists()

@@ -75,6 +75,20 @@ def test_trace_writes_selection_metrics_and_plots(trace_dir):
     assert (trace_dir / "plots" / "faithfulness.png").stat().st_size > 1000
 
 
+def test_trace_writes_each_sets_effect_on_every_held_out_pair(trace_dir):
+    """heldout.json: per pair, what metrics.json's held-out effects are the means of (random: of its
+    draws), on the held-out pairs in a fixed order."""
+    held = json.loads((trace_dir / "heldout.json").read_text())
+    metrics = json.loads((trace_dir / "metrics.json").read_text())
+    assert len(held["pairs"]) == metrics["pairs/heldout"] == 6
+    keys = {k.removesuffix("/effect_heldout") for k in metrics if k.endswith("/effect_heldout") and "/k" in k}
+    assert set(held["effects"]) == keys and "random/k3" in keys and "all/k8" in keys
+    for key, values in held["effects"].items():
+        assert len(values) == 6
+        assert sum(values) / 6 == pytest.approx(metrics[f"{key}/effect_heldout"], rel=1e-5, abs=1e-7), key
+    assert len({tuple(v) for v in held["effects"].values()}) > 2  # sets differ pair by pair
+
+
 def test_trace_writes_every_methods_circuit_in_mibs_graph_format(trace_dir):
     selection = json.loads((trace_dir / "selection.json").read_text())
     metrics = json.loads((trace_dir / "metrics.json").read_text())
@@ -325,6 +339,13 @@ def test_resume_auto_skips_a_finished_trace_adds_methods_it_lacks_and_restarts_a
         assert added[key] == pytest.approx(first[key]), key  # read from methods/, not recomputed
     assert {n: (run_dir / "methods" / n).stat().st_mtime_ns for n in saved} == saved
     assert store_names(run_dir) == ["all.pt", "atp.pt", "pgbct.pt", "random.pt"]
+    (run_dir / "heldout.json").unlink()  # a trace finished before runs recorded their pairs
+    paired = trace_run(grown)
+    assert (run_dir / "heldout.json").is_file() and "random/k3" in json.loads(
+        (run_dir / "heldout.json").read_text()
+    )["effects"]
+    assert paired["atp/k3/effect_heldout"] == pytest.approx(added["atp/k3/effect_heldout"])
+    assert store_names(run_dir) == ["all.pt", "atp.pt", "pgbct.pt", "random.pt"]  # read, nothing rerun
     fresh = compose_cfg(tmp_path, fast, "trace")  # without resume a finished trace is never overwritten
     with pytest.raises(FileExistsError, match="already holds a trace"):
         trace_run(fresh)

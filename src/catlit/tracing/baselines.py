@@ -71,6 +71,7 @@ class Scored:
     train: float  # mean effect on the training pairs
     heldout: float  # mean effect on the held-out pairs
     wall_s: float  # time the method took to choose the set
+    heldout_pairs: list[float] | None = None  # each held-out pair's effect (random: the mean over draws)
 
 
 @dataclass
@@ -83,6 +84,7 @@ class Context:
     train_idx: list[int] = field(default_factory=list)  # the search's pairs (hardconcrete trains on them)
     search: SearchSettings = field(default_factory=SearchSettings.preset)  # hardconcrete's budget: PGB-CT's
     max_size: int = 1  # greedy stops here: the largest of baselines.sizes (PGB-CT's set size without them)
+    heldout_effects: dict = field(default_factory=dict)  # a scored set (sorted indices) -> per held-out pair
 
     @property
     def numel(self) -> int:

@@ -11,6 +11,13 @@ runs) and what it cost (passes over the pairs, wall time, peak memory: means). W
 compare.csv, compare.png, faithfulness.png (mean sufficiency curves) and runs.md (each column's runs
 and the command that reproduces each) into --out (default: the first folder).
 
+With --records, each compared run's record (metrics.json, selection.json, its config and Hydra's
+record: a few KB, not the tensors) is copied to <out>/records/<folder>/<run>/ beside the tables, so
+the tables are regenerated, and extended with new runs, from the out folder alone
+(`catlit-trace-compare <out>/records <new runs> --out <out> --records`): a record stands for the run
+it was copied from (its commands name that run's folder), and where the run itself is compared too,
+the run is read and the record left out.
+
 A run traced with another PGB-CT setting (`search=paper`, `search.loss=inverse`, `positions=last`, ...)
 reports its PGB-CT as `pgbct (<preset>, <overrides>)`; runs of one seed on the same pairs (the same
 size and the same all-components effect: `search=paper,ranking 'baselines.methods=[all]'` beside a
@@ -26,6 +33,7 @@ import io
 import json
 import math
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -38,44 +46,51 @@ from catlit.rundir import is_finished
 from catlit.stats import interval
 from catlit.tracing.baselines import BASELINES, SEARCH_TRAINED
 from catlit.tracing.plots import legend_beside, series_style
+from catlit.tracing.progress import HELDOUT
 
 
 def collect(folders: list[Path], size: int | None = None) -> tuple[list[str], list[dict]]:
     """(methods, one row per run: name, size, all-components effect, {method: share of it}); the
     size is each run's PGB-CT set size, or `size`."""
     rows, methods, passed = [], [], []
-    for folder in folders:
-        for selection in sorted(Path(folder).rglob("selection.json")):
-            run = selection.parent
-            if not is_finished(run):
-                passed.append(f"{run}: unfinished (no metrics.json)")
-                continue
-            try:
-                metrics = json.loads((run / "metrics.json").read_text())
-                k = int(size or metrics["pgbct/size"])
-            except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
-                passed.append(f"{run / 'metrics.json'}: unreadable ({type(err).__name__}: {err})")
-                continue
-            full = _all(metrics)
-            setting = search_setting(run)
-            shares = {}
-            for key, value in metrics.items():
-                if key.endswith(f"/k{k}/effect_heldout") and not key.startswith("all/"):
-                    method = method_name(key.split("/")[0], setting)
-                    shares[method] = value / full
-                    methods.append(method)
-            measured = {method_name(m, setting): _measures(metrics, m) for m in _methods(metrics)}
-            rows.append(
-                {
-                    "run": run.name,
-                    "size": k,
-                    "all": full,
-                    "shares": shares,
-                    "seed": _seed(run),
-                    "measures": measured,
-                    "paths": [run],
-                }
-            )
+    found = [s.parent for folder in folders for s in sorted(Path(folder).rglob("selection.json"))]
+    live = {origin(run).resolve() for run in found if not is_record(run) and is_finished(run)}
+    seen: set[Path] = set()
+    for run in found:
+        where = origin(run).resolve()
+        if where in seen or (is_record(run) and where in live):
+            continue  # one run listed twice, or the record of a run that is compared itself
+        seen.add(where)
+        if not is_finished(run):
+            passed.append(f"{run}: unfinished (no metrics.json)")
+            continue
+        try:
+            metrics = json.loads((run / "metrics.json").read_text())
+            k = int(size or metrics["pgbct/size"])
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+            passed.append(f"{run / 'metrics.json'}: unreadable ({type(err).__name__}: {err})")
+            continue
+        full = _all(metrics)
+        setting = search_setting(run)
+        shares = {}
+        for key, value in metrics.items():
+            if key.endswith(f"/k{k}/effect_heldout") and not key.startswith("all/"):
+                method = method_name(key.split("/")[0], setting)
+                shares[method] = value / full
+                methods.append(method)
+        measured = {method_name(m, setting): _measures(metrics, m) for m in _methods(metrics)}
+        rows.append(
+            {
+                "run": run.name,
+                "size": k,
+                "all": full,
+                "shares": shares,
+                "seed": _seed(run),
+                "measures": measured,
+                "paths": [run],
+                "pairs": pair_effects(run, k, setting),
+            }
+        )
     for why in passed:  # counted and named, never dropped silently
         print(f"warning: skipped {why}", file=sys.stderr)
     if passed:
@@ -150,6 +165,7 @@ def _base(name: str) -> str:
     return name.split(" (", 1)[0]
 
 
+HYDRA_FILES = ("config.yaml", "overrides.yaml", "hydra.yaml")  # Hydra's record of a run, in <run>/.hydra
 SEARCHED = ("positions", "mode", "components", "intervention")  # besides search.*: what PGB-CT searches
 
 
@@ -184,7 +200,7 @@ def changed_since(run: Path) -> list[str]:
     default changed is named by what it ran with, not as today's default. A record that no longer
     composes (an option since renamed) is named in a warning and compared with nothing."""
     hydra_dir = run / ".hydra"
-    files = [hydra_dir / f for f in ("config.yaml", "overrides.yaml", "hydra.yaml")]
+    files = [hydra_dir / f for f in HYDRA_FILES]
     if not all(f.is_file() for f in files):
         return []
     overrides = tuple(str(o) for o in OmegaConf.load(files[1]))
@@ -252,6 +268,7 @@ def merge_seeds(rows: list[dict]) -> list[dict]:
                     "shares": dict(row["shares"]),
                     "measures": dict(row.get("measures", {})),
                     "paths": list(row.get("paths", [])),
+                    "pairs": dict(row.get("pairs", {})),
                     "lead": len(row["shares"]),
                 }
             )
@@ -263,7 +280,124 @@ def merge_seeds(rows: list[dict]) -> list[dict]:
                 twin["paths"] += paths
             twin["shares"].update(row["shares"])
             twin["measures"].update({m: v for m, v in row.get("measures", {}).items() if m != "all"})
+            twin["pairs"] = {**row.get("pairs", {}), **twin["pairs"]}  # one `all`: the same pairs
     return merged
+
+
+RECORD = "record.json"  # in a run's copy under <out>/records: the folder of the run it stands for
+RECORDED = ("metrics.json", "selection.json", HELDOUT, "config.yaml", *(f".hydra/{n}" for n in HYDRA_FILES))
+
+
+def is_record(run: Path) -> bool:
+    return (run / RECORD).is_file()
+
+
+def origin(run: Path) -> Path:
+    """The run folder a record stands for (the run itself where it is no record)."""
+    if is_record(run):
+        return Path(json.loads((run / RECORD).read_text())["run_dir"])
+    return run
+
+
+def keep_records(rows: list[dict], out: Path) -> Path:
+    """Copy each compared run's record into <out>/records/<folder>/<run>/ (`RECORDED`, and record.json
+    naming the run's own folder); a record already there for the same run is replaced, one for another
+    run at the same place is an error, never overwritten."""
+    records = out / "records"
+    for r in rows:
+        for run in r["paths"]:
+            source, where = run, origin(run)
+            target = records / where.parent.name / where.name
+            if source.resolve() == target.resolve():
+                continue  # compared from the records themselves
+            if target.exists() and origin(target).resolve() != where.resolve():
+                raise FileExistsError(
+                    f"{target} holds the record of {origin(target)}, not of {where}: pass another --out"
+                )
+            for name in RECORDED:
+                if (source / name).is_file():
+                    (target / name).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(source / name, target / name)
+            write_text(target / RECORD, json.dumps({"run_dir": str(where)}) + "\n")
+    return records
+
+
+DRAWS = 2000  # bootstrap resamples of the held-out pairs
+
+
+def pair_effects(run: Path, k: int, setting: str) -> dict[str, list[float]]:
+    """{row name: each held-out pair's effect of the method's first k, "all": every component's} from
+    the run's heldout.json ({} for a run traced without one)."""
+    path = run / HELDOUT
+    if not path.is_file():
+        return {}
+    effects = json.loads(path.read_text())["effects"]
+    out = {method_name(key.split("/")[0], setting): v for key, v in effects.items() if key.endswith(f"/k{k}")}
+    out.pop("all", None)
+    full = [v for key, v in effects.items() if key.startswith("all/")]
+    return {**out, "all": full[0]} if full else {}
+
+
+def pair_intervals(pairs: dict[str, list[float]], seed: int = 0) -> dict[str, dict]:
+    """Each method's share with a 95% interval over the held-out pairs (a paired bootstrap: the same
+    resampled pairs for every method and for all components' effect), and whether its difference from
+    the best share's keeps 0 in its interval (`tied`: the pairs do not separate it from the best)."""
+    import torch
+
+    full = torch.tensor(pairs["all"], dtype=torch.float64)
+    draw = torch.randint(len(full), (DRAWS, len(full)), generator=torch.Generator().manual_seed(seed))
+    denominator = full[draw].mean(1)
+    shares = {
+        m: torch.tensor(v, dtype=torch.float64)[draw].mean(1) / denominator
+        for m, v in pairs.items()
+        if m != "all"
+    }
+    point = {m: sum(pairs[m]) / sum(pairs["all"]) for m in shares}
+    best = max(point, key=point.get)
+    out = {}
+    for m, boot in shares.items():
+        low, high = torch.quantile(boot, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+        gap = torch.quantile(shares[best] - boot, 0.025).item()
+        out[m] = {
+            "share": point[m],
+            "low": low,
+            "high": high,
+            "best": m == best,
+            "tied": m != best and gap <= 0,
+        }
+    return out
+
+
+def pairs_table(methods: list[str], rows: list[dict]) -> str | None:
+    """Each method's share in each run with its interval over the held-out pairs (None where no run
+    recorded its pairs): `best` marks a run's largest share, `~` one the pairs do not separate from it."""
+    paired = [r for r in rows if len(r.get("pairs", {})) > 1]
+    if not paired:
+        return None
+    intervals = [pair_intervals(r["pairs"]) for r in paired]
+    lines = [
+        _row(["method", *(f"{r['run']} ({len(r['pairs']['all'])} pairs)" for r in paired)]),
+        "|---" * (len(paired) + 1) + "|",
+    ]
+    for m in methods:
+        cells = []
+        for found in intervals:
+            if m not in found:
+                cells.append("-")
+                continue
+            e = found[m]
+            mark = " best" if e["best"] else " ~" if e["tied"] else ""
+            cells.append(f"{e['share']:.2f} ({e['low']:.2f} to {e['high']:.2f}){mark}")
+        lines.append(_row([m, *cells]))
+    return "\n".join(lines)
+
+
+PAIRS_CAPTION = (
+    "Each method's held-out share in each run with its 95% interval over the run's held-out pairs (a "
+    "paired bootstrap: every method and all components' effect on the same resampled pairs); `best`: the "
+    "run's largest share; `~`: the interval of its difference from the best holds 0, so these pairs do "
+    "not separate it from the best. Runs traced without heldout.json are left out."
+)
 
 
 def commands(rows: list[dict]) -> str:
@@ -277,7 +411,7 @@ def commands(rows: list[dict]) -> str:
             if record.is_file():
                 overrides = [str(o) for o in OmegaConf.load(record)]
                 overrides += changed_since(run)
-                command = shlex.join(["python", "trace.py", *overrides, f"hydra.run.dir={run}"])
+                command = shlex.join(["python", "trace.py", *overrides, f"hydra.run.dir={origin(run)}"])
                 lines.append(f"- {r['run']}: `{command}`")
             else:
                 lines.append(f"- {r['run']}: `{run}` (no Hydra record)")
@@ -395,6 +529,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folders", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--size", type=int, default=None, help="compare at this size (default: PGB-CT's)")
+    parser.add_argument(
+        "--records", action="store_true", help="also copy each run's record (a few KB) to <out>/records/"
+    )
     args = parser.parse_args(argv)
     methods, rows = collect(args.folders, args.size)
     if not rows:
@@ -414,6 +551,11 @@ def main(argv: list[str] | None = None) -> int:
     write_text(out / f"{stem}.csv", buffer.getvalue())
     plot(methods, rows, out / f"{stem}.png")
     plot_faithfulness(methods, rows, out / "faithfulness.png")
+    paired = pairs_table(methods, rows)
+    if paired:
+        write_text(out / f"{stem}_pairs.md", paired + "\n\n" + PAIRS_CAPTION + "\n")
+    if args.records:
+        print(f"records of {sum(len(r['paths']) for r in rows)} run(s) in {keep_records(rows, out)}")
     print(text)
     return 0
 

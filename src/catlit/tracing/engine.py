@@ -230,11 +230,12 @@ class Tracer:
     @torch.no_grad()
     def evaluate(self, mask: dict[str, torch.Tensor], prepared: list[tuple[PairBatch, dict]]) -> float:
         """Mean effect over the prepared pairs with `mask` applied."""
-        total, n = 0.0, 0
-        for batch, cache in prepared:
-            total += float(effect_of(self.delta(batch, mask, cache), self.effect).sum())
-            n += batch.n_pairs
-        return total / max(n, 1)
+        return mean_of(self.pair_effects(mask, prepared))
+
+    @torch.no_grad()
+    def pair_effects(self, mask: dict[str, torch.Tensor], prepared: list[tuple[PairBatch, dict]]) -> list:
+        """Each prepared batch's per-pair effects with `mask` applied (`mean_of` gives `evaluate`)."""
+        return [effect_of(self.delta(batch, mask, cache), self.effect) for batch, cache in prepared]
 
 
 class CircuitTracer(Tracer):
@@ -261,3 +262,12 @@ class CircuitTracer(Tracer):
             every = super().delta(batch, self.space.full(1.0, device=self.device), cache)
             self._nothing_kept.update(zip(batch.pair_index.tolist(), every))
         return torch.stack([self._nothing_kept[int(i)] for i in batch.pair_index])
+
+
+def mean_of(per_batch: list[torch.Tensor]) -> float:
+    """The mean of per-batch effects, summed batch by batch in Python floats (as traces always have)."""
+    total, n = 0.0, 0
+    for values in per_batch:
+        total += float(values.sum())
+        n += len(values)
+    return total / max(n, 1)

@@ -23,6 +23,7 @@ from catlit.tracing.baselines import BASELINES, Ranking
 from catlit.tracing.search import SearchResult
 
 FOLDER = "methods"
+HELDOUT = "heldout.json"  # each scored set's effect on each held-out pair (run.write_heldout)
 # top-level keys and dotted keys that change no method's result
 # (default_model: how a missing model.path is trained; the trace records the model it used in model.path)
 FREE = {"resume", "paths", "hydra", "measures", "mib", "baselines.methods", "device", "default_model"}

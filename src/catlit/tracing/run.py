@@ -18,6 +18,7 @@ import transformers
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from catlit.files import write_text
 from catlit.hooks.selection import Selection
 from catlit.models.architectures import Layout
 from catlit.models.loading import load_local
@@ -26,10 +27,10 @@ from catlit.tracing import measures, mib_graph, plots
 from catlit.tracing.baselines import BASELINES, Context, Ranking, Scored
 from catlit.tracing.checks import check_finite, check_sizes, check_trace_config
 from catlit.tracing.components import ComponentSpace
-from catlit.tracing.engine import Tracer
+from catlit.tracing.engine import Tracer, mean_of
 from catlit.tracing.memory import peak_memory
 from catlit.tracing.pairs import encode_pairs
-from catlit.tracing.progress import MethodStore
+from catlit.tracing.progress import HELDOUT, MethodStore
 from catlit.tracing.search import SearchResult, pgbct
 from catlit.tracing.settings import BaselineSettings, SearchSettings
 
@@ -68,10 +69,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if resume == "auto" and is_finished(run_dir.path):  # a rerun sweep skips what it finished
         done = json.loads((run_dir / FINISHED).read_text())
         missing = [m for m in cfg.baselines.methods if f"{m}/wall_s" not in done]
-        if not missing:
+        unpaired = done.get("pairs/heldout", 0) > 0 and not (run_dir / HELDOUT).is_file()  # traced before
+        if not missing and not unpaired:
             print(f"run directory {run_dir.path} holds a finished trace: skipped (resume=auto)", flush=True)
             return done
-        print(f"run directory {run_dir.path} holds a finished trace without {missing}: adding them, every "
+        lacks = " and ".join([*([str(missing)] if missing else []), *(["heldout.json"] if unpaired else [])])
+        print(f"run directory {run_dir.path} holds a finished trace without {lacks}: adding them, every "
               "method it finished read from methods/ (resume=auto)", flush=True)  # fmt: skip
     store = MethodStore(run_dir.path, cfg)
     kept = str(store.path) if resume == "auto" and store.holds_any() else None  # methods it finished
@@ -111,6 +114,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         rows = score_rankings(ctx, rankings, sizes)
         measured = faithfulness(cfg, tracer, ctx, rankings, held_idx, truth)
         main = ctx.score(selected)
+        write_heldout(run_dir, held_idx, rows)
         metrics = {
             **write_outputs(cfg, run_dir, space, result, selected, main, rows, rankings, measured),
             "pairs/train": len(train_idx),
@@ -167,8 +171,18 @@ def score_rankings(ctx: Context, rankings: list[Ranking], sizes: list[int]) -> l
             scores = [ctx.score(s) for s in sets]
             train = sum(s[0] for s in scores) / len(scores)
             held = sum(s[1] for s in scores) / len(scores)
-            rows.append(Scored(r.method, k, train, held, r.wall_at.get(k, r.wall_s)))
+            effects = [ctx.heldout_effects.get(tuple(sorted(s))) for s in sets]
+            pairs = [sum(e) / len(e) for e in zip(*effects)] if all(effects) else None
+            rows.append(Scored(r.method, k, train, held, r.wall_at.get(k, r.wall_s), pairs))
     return rows
+
+
+def write_heldout(run_dir: RunDir, held_idx: list[int], rows: list[Scored]) -> None:
+    """heldout.json: every scored set's effect on each held-out pair (`<method>/k<size>`, the pairs in
+    `pairs`' order), so a comparison can put an interval over the pairs on each share
+    (`catlit-trace-compare`)."""
+    effects = {f"{r.method}/k{r.size}": r.heldout_pairs for r in rows if r.heldout_pairs is not None}
+    write_text(run_dir / HELDOUT, json.dumps({"pairs": list(held_idx), "effects": effects}) + "\n")
 
 
 def faithfulness(cfg, tracer: Tracer, ctx: Context, rankings: list[Ranking], held_idx, truth) -> dict:
@@ -268,17 +282,20 @@ def eval_pairs(cfg: DictConfig, train_idx: list[int]) -> list[int]:
 
 def _context(cfg: DictConfig, tracer: Tracer, train_idx, held_idx, max_size: int) -> Context:
     train_prep, held_prep = tracer.prepare(eval_pairs(cfg, train_idx)), tracer.prepare(held_idx)
+    per_pair: dict[tuple[int, ...], list[float]] = {}  # each scored set's held-out effects, pair by pair
 
     def score(indices: list[int]) -> tuple[float, float]:
         mask = tracer.space.from_indices(indices, tracer.device)
-        held = (
-            check_finite(tracer.evaluate(mask, held_prep), "a held-out effect") if held_prep else float("nan")
-        )
+        held = float("nan")
+        if held_prep:
+            effects = tracer.pair_effects(mask, held_prep)
+            held = check_finite(mean_of(effects), "a held-out effect")
+            per_pair[tuple(sorted(indices))] = torch.cat(effects).tolist()
         return check_finite(tracer.evaluate(mask, train_prep), "an effect on the training pairs"), held
 
     options = BaselineSettings.from_config(cfg.baselines)
     search = SearchSettings.from_config(cfg.search)
-    return Context(tracer, train_prep, score, cfg.seed, options, list(train_idx), search, max_size)
+    return Context(tracer, train_prep, score, cfg.seed, options, list(train_idx), search, max_size, per_pair)
 
 
 def write_outputs(
