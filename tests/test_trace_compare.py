@@ -256,11 +256,11 @@ def test_pairs_table_puts_an_interval_over_the_held_out_pairs_on_each_share(tmp_
         (folder / "heldout.json").write_text(json.dumps(held))
     assert main([str(tmp_path / "grid"), "--out", str(tmp_path / "out")]) == 0
     text = (tmp_path / "out" / "compare_pairs.md").read_text()
-    assert text.startswith("| method | seed 1 (8 pairs) | seed 2 (8 pairs) |")
-    assert "| pgbct | 1.00 (1.00 to 1.00) best | 1.00 (1.00 to 1.00) best |" in text
-    assert "| atp | 0.50 (0.50 to 0.50) | " in text  # below the best on every resample
+    assert text.startswith("| method | seed 1 (8 pairs) | seed 2 (8 pairs) | with the best |")
+    assert "| pgbct | 1.00 (1.00 to 1.00) best | 1.00 (1.00 to 1.00) best | 2 of 2 |" in text
+    assert "| atp | 0.50 (0.50 to 0.50) | 0.50 (0.50 to 0.50) | 0 of 2 |" in text  # below on every resample
     topk = next(line for line in text.splitlines() if line.startswith("| topk |"))
-    assert topk.count(" ~") == 2  # the pairs do not separate it from the best
+    assert topk.count(" ~") == 2 and topk.endswith("| 2 of 2 |")  # the pairs do not separate it
 
 
 def test_runs_traced_without_per_pair_effects_get_no_pairs_table(tmp_path):

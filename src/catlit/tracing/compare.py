@@ -376,11 +376,11 @@ def pairs_table(methods: list[str], rows: list[dict]) -> str | None:
         return None
     intervals = [pair_intervals(r["pairs"]) for r in paired]
     lines = [
-        _row(["method", *(f"{r['run']} ({len(r['pairs']['all'])} pairs)" for r in paired)]),
-        "|---" * (len(paired) + 1) + "|",
+        _row(["method", *(f"{r['run']} ({len(r['pairs']['all'])} pairs)" for r in paired), "with the best"]),
+        "|---" * (len(paired) + 2) + "|",
     ]
     for m in methods:
-        cells = []
+        cells, lead, runs = [], 0, 0
         for found in intervals:
             if m not in found:
                 cells.append("-")
@@ -388,7 +388,9 @@ def pairs_table(methods: list[str], rows: list[dict]) -> str | None:
             e = found[m]
             mark = " best" if e["best"] else " ~" if e["tied"] else ""
             cells.append(f"{e['share']:.2f} ({e['low']:.2f} to {e['high']:.2f}){mark}")
-        lines.append(_row([m, *cells]))
+            lead, runs = lead + bool(mark), runs + 1
+        if runs:
+            lines.append(_row([m, *cells, f"{lead} of {runs}"]))
     return "\n".join(lines)
 
 
@@ -396,7 +398,8 @@ PAIRS_CAPTION = (
     "Each method's held-out share in each run with its 95% interval over the run's held-out pairs (a "
     "paired bootstrap: every method and all components' effect on the same resampled pairs); `best`: the "
     "run's largest share; `~`: the interval of its difference from the best holds 0, so these pairs do "
-    "not separate it from the best. Runs traced without heldout.json are left out."
+    "not separate it from the best; `with the best`: in how many of its runs it is the best or `~`. "
+    "Runs traced without heldout.json are left out."
 )
 
 
