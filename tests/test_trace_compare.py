@@ -254,6 +254,8 @@ def test_pairs_table_puts_an_interval_over_the_held_out_pairs_on_each_share(tmp_
         held = {"pairs": list(range(8)), "effects": {f"{m}/k2": v for m, v in effects.items()}}
         held["effects"]["all/k8"] = full
         (folder / "heldout.json").write_text(json.dumps(held))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "compare_pairs.md").write_text("an earlier comparison's table")
     assert main([str(tmp_path / "grid"), "--out", str(tmp_path / "out")]) == 0
     text = (tmp_path / "out" / "compare_pairs.md").read_text()
     assert text.startswith("| method | seed 1 (8 pairs) | seed 2 (8 pairs) | with the best |")
@@ -264,6 +266,8 @@ def test_pairs_table_puts_an_interval_over_the_held_out_pairs_on_each_share(tmp_
 
 
 def test_runs_traced_without_per_pair_effects_get_no_pairs_table(tmp_path):
-    trace_run(tmp_path / "s1", 2, {"pgbct": {2: 1.0}}, 2.0)
-    assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    trace_run(tmp_path / "runs" / "s1", 2, {"pgbct": {2: 1.0}}, 2.0)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "compare_pairs.md").write_text("stale: from runs compared before")
+    assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
     assert not (tmp_path / "out" / "compare_pairs.md").exists()

@@ -557,6 +557,8 @@ def main(argv: list[str] | None = None) -> int:
     paired = pairs_table(methods, rows)
     if paired:
         write_text(out / f"{stem}_pairs.md", paired + "\n\n" + PAIRS_CAPTION + "\n")
+    else:  # no run recorded its pairs: no table left from an earlier comparison either
+        (out / f"{stem}_pairs.md").unlink(missing_ok=True)
     if args.records:
         print(f"records of {sum(len(r['paths']) for r in rows)} run(s) in {keep_records(rows, out)}")
     print(text)
