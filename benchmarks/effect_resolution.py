@@ -26,7 +26,6 @@ if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
 from catlit.stats import interval  # noqa: E402
-from catlit.tracing.effects import effect_of  # noqa: E402
 from catlit.tracing.run import setup, split_indices  # noqa: E402
 
 
@@ -34,13 +33,7 @@ def pair_effects(cfg) -> list[float]:
     """Each usable pair's effect with every component patched, in the tracer's pair order."""
     tracer, train, held, _ = setup(cfg)
     full = tracer.space.full(1.0, device=tracer.device)
-    everything = sorted(train + held)
-    out = {}
-    with torch.no_grad():
-        for batch, cache in tracer.prepare(everything):
-            values = effect_of(tracer.delta(batch, full, cache), cfg.pairs.effect)
-            out.update(zip(batch.pair_index.tolist(), values.cpu().tolist()))
-    return [out[i] for i in everything]
+    return torch.cat(tracer.pair_effects(full, tracer.prepare(sorted(train + held)))).cpu().tolist()
 
 
 def pairs_needed(sd: float, mean: float, part: float = 0.25) -> float:

@@ -37,6 +37,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import torch
 from omegaconf import OmegaConf
 
 from catlit.configs import config_dir
@@ -306,18 +307,18 @@ def keep_records(rows: list[dict], out: Path) -> Path:
     records = out / "records"
     for r in rows:
         for run in r["paths"]:
-            source, where = run, origin(run)
+            where = origin(run)
             target = records / where.parent.name / where.name
-            if source.resolve() == target.resolve():
+            if run.resolve() == target.resolve():
                 continue  # compared from the records themselves
             if target.exists() and origin(target).resolve() != where.resolve():
                 raise FileExistsError(
                     f"{target} holds the record of {origin(target)}, not of {where}: pass another --out"
                 )
             for name in RECORDED:
-                if (source / name).is_file():
+                if (run / name).is_file():
                     (target / name).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(source / name, target / name)
+                    shutil.copyfile(run / name, target / name)
             write_text(target / RECORD, json.dumps({"run_dir": str(where)}) + "\n")
     return records
 
@@ -342,8 +343,6 @@ def pair_intervals(pairs: dict[str, list[float]], seed: int = 0) -> dict[str, di
     """Each method's share with a 95% interval over the held-out pairs (a paired bootstrap: the same
     resampled pairs for every method and for all components' effect), and whether its difference from
     the best share's keeps 0 in its interval (`tied`: the pairs do not separate it from the best)."""
-    import torch
-
     full = torch.tensor(pairs["all"], dtype=torch.float64)
     draw = torch.randint(len(full), (DRAWS, len(full)), generator=torch.Generator().manual_seed(seed))
     denominator = full[draw].mean(1)
